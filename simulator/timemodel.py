@@ -1,0 +1,186 @@
+"""The time model the simulator runs on, loaded from a profile (``nasalloc.profile/1``).
+
+A profile gives the scaling model (epoch seconds of the reference config against its GPUs, see
+:mod:`nasalloc.simulator.scaling`), the overheads of a trial's life (start-up, checkpoint save
+and load, evaluation), the variability of epoch times and the GPUs per node of the cluster.
+
+Overheads: where the profile's ``measurements`` hold a value per GPU count (``startup_s`` grows
+with ranks: process launch and distributed init), the value for a trial of g GPUs is
+interpolated linearly in log2(g) between the measured counts and held constant beyond them;
+otherwise the profile's ``overheads`` mean is used; where neither has it, a stated default is
+used and a note says so (the CLI prints every note).
+
+Evaluation: the scaling model's epoch time already includes evaluation (``t_fixed`` and the
+measured epochs are training + evaluation, see ``scaling.py``), so ``eval_s`` is reported but not
+added again, unless the profile says ``"model_includes_eval": false``.
+
+Epoch-time variability: every simulated epoch is multiplied by a lognormal factor of mean 1 and
+coefficient of variation ``variability.epoch_cv``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from nasalloc.errors import UserError
+
+from .scaling import ScalingModel
+
+SCHEMA = "nasalloc.profile/1"
+OVERHEADS = ("startup_s", "checkpoint_save_s", "checkpoint_load_s", "eval_s")
+DEFAULT_PROFILE_NAME = "default_profile.json"
+
+# Used only where a profile lacks the value; each use is printed.
+DEFAULT_OVERHEAD_S = 0.0
+DEFAULT_EPOCH_CV = 0.0
+FALLBACK_GPUS_PER_NODE = 4
+
+
+@dataclass
+class TimeModel:
+    scaling: ScalingModel
+    overheads: dict                      # name -> seconds (profile mean or default)
+    epoch_cv: float = 0.0
+    gpus_per_node: Optional[int] = None  # None: the profile does not say
+    per_gpus: dict = field(default_factory=dict)  # name -> [(gpus, seconds)] sorted by gpus
+    add_eval: bool = False
+    source: str = ""
+    notes: list = field(default_factory=list)
+
+    def overhead(self, name: str, gpus: float) -> float:
+        """Seconds of overhead ``name`` for a trial of ``gpus`` GPUs (fractions: as for 1 GPU)."""
+        points = self.per_gpus.get(name)
+        if not points:
+            return self.overheads[name]
+        x = math.log2(max(gpus, 1.0))
+        xs = [math.log2(g) for g, _ in points]
+        if x <= xs[0]:
+            return points[0][1]
+        if x >= xs[-1]:
+            return points[-1][1]
+        for (x0, (_, y0)), (x1, (_, y1)) in zip(zip(xs, points), zip(xs[1:], points[1:])):
+            if x0 <= x <= x1:
+                return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        raise AssertionError("unreachable")
+
+    def reference_epoch_seconds(self, gpus: float, nodes: int = 1) -> float:
+        """Mean seconds of one epoch (training + evaluation) of the reference config."""
+        seconds = self.scaling.epoch_seconds(gpus, nodes)
+        if self.add_eval:
+            seconds += self.overhead("eval_s", gpus)
+        return seconds
+
+    def noise_sigma(self) -> float:
+        """Sigma of the lognormal epoch-time factor with mean 1 and the profile's CV."""
+        return math.sqrt(math.log1p(self.epoch_cv ** 2))
+
+
+def _number(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise UserError(f"profile field {where}={value!r} must be a finite number >= 0")
+    return float(value)
+
+
+def time_model_from_profile(profile: dict, origin: str = "profile") -> TimeModel:
+    """Validate a profile dict and build its :class:`TimeModel` (one-line UserError otherwise)."""
+    if not isinstance(profile, dict):
+        raise UserError(f"{origin}: a profile must be a JSON object, got {type(profile).__name__}")
+    schema = profile.get("schema")
+    if schema is None:
+        raise UserError(f"{origin} is missing field 'schema' (expected {SCHEMA!r})")
+    if schema != SCHEMA:
+        raise UserError(f"{origin}: schema {schema!r} is not supported (expected {SCHEMA!r})")
+    if "model" not in profile:
+        raise UserError(f"{origin} is missing field 'model' (the fitted scaling model)")
+    try:
+        scaling = ScalingModel.from_dict(profile["model"])
+    except UserError as err:
+        raise UserError(f"{origin}: {err}") from None
+    notes: list[str] = []
+
+    overheads_in = profile.get("overheads") or {}
+    if not isinstance(overheads_in, dict):
+        raise UserError(f"{origin}: field 'overheads' must be an object")
+    per_gpus = _per_gpus_overheads(profile.get("measurements") or [], origin)
+    overheads = {}
+    for name in OVERHEADS:
+        if name in overheads_in:
+            overheads[name] = _number(overheads_in[name], f"overheads.{name}")
+        elif name in per_gpus:
+            points = per_gpus[name]
+            overheads[name] = sum(v for _, v in points) / len(points)
+        else:
+            overheads[name] = DEFAULT_OVERHEAD_S
+            if name != "eval_s":  # evaluation is inside the scaling model anyway
+                notes.append(f"profile has no {name}: default {DEFAULT_OVERHEAD_S:g} s used (cost not modelled)")
+
+    variability = profile.get("variability") or {}
+    if "epoch_cv" in variability:
+        epoch_cv = _number(variability["epoch_cv"], "variability.epoch_cv")
+    else:
+        epoch_cv = DEFAULT_EPOCH_CV
+        notes.append(f"profile has no variability.epoch_cv: default {DEFAULT_EPOCH_CV:g} used (epoch times without noise)")
+
+    hardware = profile.get("hardware") or {}
+    gpus_per_node = hardware.get("gpus_per_node")
+    if gpus_per_node is not None and (isinstance(gpus_per_node, bool) or not isinstance(gpus_per_node, int)
+                                      or gpus_per_node < 1):
+        raise UserError(f"profile field hardware.gpus_per_node={gpus_per_node!r} must be a positive integer")
+
+    if not scaling.colocation:
+        notes.append("profile has no co-location measurements: k trials sharing a GPU are assumed "
+                     "time-sliced (each k times slower)")
+    add_eval = profile.get("model_includes_eval", True) is False
+    return TimeModel(scaling=scaling, overheads=overheads, epoch_cv=epoch_cv, gpus_per_node=gpus_per_node,
+                     per_gpus=per_gpus, add_eval=add_eval, source=str(profile.get("source", "")), notes=notes)
+
+
+def _per_gpus_overheads(measurements: list, origin: str) -> dict:
+    """Mean of each overhead per GPU count over the ``ddp`` measurements that have it."""
+    if not isinstance(measurements, list):
+        raise UserError(f"{origin}: field 'measurements' must be a list")
+    sums: dict[str, dict[float, list]] = {}
+    for i, m in enumerate(measurements):
+        if not isinstance(m, dict) or m.get("kind", "ddp") != "ddp" or "gpus" not in m:
+            continue
+        gpus = _number(m["gpus"], f"measurements[{i}].gpus")
+        for name in OVERHEADS:
+            if m.get(name) is not None:
+                sums.setdefault(name, {}).setdefault(gpus, []).append(_number(m[name], f"measurements[{i}].{name}"))
+    return {name: sorted((g, sum(v) / len(v)) for g, v in by_g.items() if g >= 1)
+            for name, by_g in sums.items() if any(g >= 1 for g in by_g)}
+
+
+@dataclass
+class LoadedProfile:
+    data: dict
+    model: TimeModel
+    path: str          # the file, or "<embedded default>"
+    sha256: str        # of the file's bytes
+    embedded: bool
+
+
+def load_profile(path: Optional[str] = None) -> LoadedProfile:
+    """Read and validate a profile file; ``None`` loads the embedded default profile."""
+    if path is None:
+        from nasalloc.data import data_path
+
+        raw = data_path(DEFAULT_PROFILE_NAME).read_bytes()
+        origin, shown, embedded = "embedded default profile", f"<embedded {DEFAULT_PROFILE_NAME}>", True
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise UserError(f"profile not found: {path}")
+        raw = file.read_bytes()
+        origin, shown, embedded = f"profile {path}", str(path), False
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{origin} is not valid JSON ({err})") from None
+    model = time_model_from_profile(data, origin)
+    return LoadedProfile(data=data, model=model, path=shown, sha256=hashlib.sha256(raw).hexdigest(), embedded=embedded)
