@@ -1,0 +1,95 @@
+"""The runner <-> trial channel: JSON lines over one TCP connection per trial segment.
+
+Rank 0 of a trial job connects to the runner (``NASALLOC_RUNNER=host:port``) and speaks first;
+the other ranks never talk to the runner, they get the decision from rank 0 by a broadcast.
+A socket (rather than files) lets the runner wait on all trials at once with ``selectors``
+and notice at once when a trial dies (the connection closes); it works across nodes too,
+which the SLURM executor needs.
+
+Messages, trial -> runner::
+
+    {"type": "hello", "token": T, "pid": P, "world_size": W}      on connect
+    {"type": "ready", "epoch": E, "load_s": S}                     model built, checkpoint loaded
+    {"type": "epoch", "epoch": E, "metric": M, "test_metric": M2, "train_s": S, "eval_s": S,
+     "samples": N}                                                 after every epoch; then waits
+    {"type": "checkpointed", "epoch": E, "save_s": S}              after a pause, before exit 0
+
+runner -> trial, one answer to every "epoch"::
+
+    {"decision": "continue" | "pause" | "stop"}
+
+``token`` identifies the segment (the runner gives each launch its own), so a stale process of
+an earlier launch can never be mistaken for the current one.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Optional
+
+RUNNER_ENV = "NASALLOC_RUNNER"
+TOKEN_ENV = "NASALLOC_TOKEN"
+DECISIONS = ("continue", "pause", "stop")
+
+
+def encode(message: dict) -> bytes:
+    return (json.dumps(message, separators=(",", ":")) + "\n").encode()
+
+
+class LineBuffer:
+    """Accumulates bytes and yields complete JSON lines (a message may arrive in pieces)."""
+
+    def __init__(self) -> None:
+        self._data = b""
+
+    def feed(self, chunk: bytes) -> list[dict]:
+        self._data += chunk
+        *lines, self._data = self._data.split(b"\n")
+        messages = []
+        for line in lines:
+            if line.strip():
+                messages.append(json.loads(line))
+        return messages
+
+
+class TrialLink:
+    """Rank 0's blocking end of the channel."""
+
+    def __init__(self, address: str, token: str, timeout_s: float = 30.0):
+        host, _, port = address.rpartition(":")
+        self._sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+        self._sock.settimeout(None)  # decisions may take as long as the runner needs
+        self._buffer = LineBuffer()
+        self._pending: list[dict] = []
+        self.token = token
+
+    def send(self, message: dict) -> None:
+        self._sock.sendall(encode(message))
+
+    def receive(self) -> dict:
+        """The next message from the runner; ConnectionError when the runner went away."""
+        while not self._pending:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the runner closed the channel")
+            self._pending.extend(self._buffer.feed(chunk))
+        return self._pending.pop(0)
+
+    def decision(self) -> str:
+        answer = self.receive().get("decision")
+        if answer not in DECISIONS:
+            raise ConnectionError(f"runner sent decision {answer!r}, expected one of {DECISIONS}")
+        return answer
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+def parse_address(address: Optional[str]) -> str:
+    if not address or ":" not in address:
+        raise ValueError(f"{RUNNER_ENV}={address!r} is not host:port")
+    return address

@@ -1,0 +1,47 @@
+"""The local executor: every trial segment is a DDP job of processes on this machine.
+
+A thin layer over the profiler's :class:`~nasalloc.profiler.launch.LocalLauncher` (one
+process per rank in its own process group, CUDA_VISIBLE_DEVICES per job, OMP_NUM_THREADS=1
+on CPU, a failing rank takes its siblings down).
+"""
+
+from __future__ import annotations
+
+import os
+
+from nasalloc.errors import UserError
+from nasalloc.profiler.launch import DDPJob, LocalLauncher
+
+from .executor import Executor, JobSpec, register_executor
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, device: str = "cpu", gpus_per_node=None):
+        self.device = device
+        self.launcher = LocalLauncher(gpus_per_node)
+
+    def check(self, ranks: int, slots: int) -> None:
+        cap = self.launcher.capacity(self.device)
+        if self.device == "cuda":
+            return  # the placement already keeps every job on the GPUs of the budget
+        busy = ranks * slots
+        if busy > 4 * cap.cpus:
+            raise UserError(f"{slots} trial(s) of {ranks} CPU rank(s) need {busy} processes; this machine has "
+                            f"{cap.cpus} core(s) (CPU 'GPUs' are one-thread ranks): use a smaller budget")
+
+    def launch(self, spec: JobSpec):
+        gpu_ids = None
+        if spec.device == "cuda":
+            visible = self.launcher.visible_gpu_ids()
+            gpu_ids = [visible[int(d)] if int(d) < len(visible) else str(d) for d in spec.devices]
+            if spec.ranks == 1 and len(gpu_ids) > 1:
+                gpu_ids = gpu_ids[:1]
+        job = DDPJob(module="nasalloc.validate.trial", args=spec.argv, ranks=spec.ranks, device=spec.device,
+                     env=dict(spec.env), gpu_ids=gpu_ids, log_dir=spec.log_dir,
+                     name=f"trial{spec.trial_id}-s{spec.segment}")
+        return self.launcher.start(job)
+
+
+register_executor("local", LocalExecutor)

@@ -1,0 +1,33 @@
+"""Progress of a validation run: one line per trial segment that ends, readable in a log.
+
+    [asha g=1]   42.1s of ~60.3s predicted | running 2 finished 5 failed 0 | trial 7 stop @3 acc=0.9412
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+
+class Progress:
+    def __init__(self, label: str, predicted_s: Optional[float] = None, quiet: bool = False, stream=None):
+        self.label = label
+        self.predicted_s = predicted_s
+        self.quiet = quiet
+        self.stream = stream or sys.stdout
+        self.running = self.finished = self.failed = self.paused = 0
+
+    def _clock(self, now_s: float) -> str:
+        if self.predicted_s:
+            return f"{now_s:7.1f}s of ~{self.predicted_s:.1f}s predicted"
+        return f"{now_s:7.1f}s"
+
+    def line(self, now_s: float, what: str) -> None:
+        if self.quiet:
+            return
+        print(f"[{self.label}] {self._clock(now_s)} | running {self.running} paused {self.paused} "
+              f"finished {self.finished} failed {self.failed} | {what}", file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            print(f"[{self.label}] {text}", file=self.stream, flush=True)

@@ -1,0 +1,472 @@
+"""The wall-clock runner: drives one scheduler over real DDP trial jobs for one split.
+
+One thread, one loop. It asks ``scheduler.suggest()`` whenever a slot is free, launches each
+trial segment through an :class:`~nasalloc.validate.executor.Executor`, waits on every
+trial's channel at once (``selectors``, with a short timeout to notice exits and signals),
+passes every epoch result to ``scheduler.on_result`` and sends the decision back. A job that
+exits without a decision that ended it (non-zero status, a killed rank, a lost channel) is a
+failure: ``on_failure``, a ``fail`` record with its error, its slot freed, the search goes on.
+
+Records (in ``out_dir``): ``events.jsonl`` (nasalloc.records.Event, one flushed line each),
+``trace.csv`` (the per-epoch trace) and ``state.json`` (see :mod:`nasalloc.validate.state`,
+which also explains how ``--resume`` treats a trial that was in flight).
+
+Stopping (a signal or the time limit, through :class:`Stopper`): nothing new is launched;
+every running trial is told to pause at its next epoch boundary (its result still goes to
+the scheduler first), which checkpoints it; after ``grace_s`` the rest are killed and fall
+back to their last checkpoint. Both are logged as ``pause`` with ``extra.interrupted``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import selectors
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from nasalloc.errors import UserError
+from nasalloc.io import JsonlAppender, atomic_write_json, read_jsonl
+from nasalloc.records import Event
+from nasalloc.simulator.schedulers.base import COMPLETED, DONE, WAIT, Decision, Resume, Start
+
+from .channel import RUNNER_ENV, TOKEN_ENV, LineBuffer, encode
+from .executor import Executor, JobSpec
+from .placement import Slot, make_slots
+from .progress import Progress
+from .state import RunState, TrialBook
+
+SELECT_TIMEOUT_S = 0.2
+
+
+@dataclass
+class SplitTask:
+    """One (algorithm, split) of a plan, with everything needed to run it."""
+
+    algorithm: str
+    gpus_per_trial: float
+    budget: int
+    workload: Any                           # spec for nasalloc.workloads.registry.load_workload
+    make_scheduler: Callable[[], Any]       # a fresh scheduler with the plan's class, parameters, seed
+    max_t: int
+    seed: int = 0
+    gpus_per_node: Optional[int] = None
+    predicted_makespan_s: Optional[float] = None
+    metric_name: str = "metric"
+    mode: str = "max"
+
+    @property
+    def label(self) -> str:
+        return f"{self.algorithm} g={self.gpus_per_trial:g}"
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.algorithm}_g{self.gpus_per_trial:g}".replace("/", "-")
+
+
+class Stopper:
+    """Whether to stop launching: set by a signal handler, or a wall-clock deadline."""
+
+    def __init__(self, time_limit_s: Optional[float] = None):
+        self.deadline = None if time_limit_s is None else time.monotonic() + float(time_limit_s)
+        self.reason: Optional[str] = None
+        self.exit_code = 0
+
+    def request(self, reason: str, exit_code: int) -> None:
+        if self.reason is None:
+            self.reason, self.exit_code = reason, exit_code
+
+    def check(self) -> Optional[str]:
+        if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
+            self.request("time limit", 124)
+        return self.reason
+
+
+@dataclass
+class Segment:
+    trial_id: int
+    number: int
+    slot: Slot
+    job: Any
+    token: str
+    kind: str                       # start | resume
+    launched_s: float
+    conn: Optional[socket.socket] = None
+    buffer: LineBuffer = field(default_factory=LineBuffer)
+    answer: Optional[str] = None    # continue | pause | stop: the last decision sent
+    last_epoch: int = 0
+    checkpointed: bool = False
+    save_s: Optional[float] = None
+    load_s: Optional[float] = None
+    interrupted: bool = False
+
+
+@dataclass
+class RunResult:
+    task: SplitTask
+    out_dir: Path
+    finished: bool
+    reason: str
+    elapsed_s: float
+
+
+class Runner:
+    def __init__(self, task: SplitTask, executor: Executor, out_dir: Path, device: str = "cpu",
+                 stopper: Optional[Stopper] = None, quiet: bool = False, grace_s: float = 60.0):
+        self.task = task
+        self.executor = executor
+        self.out = Path(out_dir)
+        self.device = device
+        self.stopper = stopper or Stopper()
+        self.grace_s = grace_s
+        self.progress = Progress(task.label, task.predicted_makespan_s, quiet)
+        self.slots = make_slots(task.budget, task.gpus_per_trial, task.gpus_per_node)
+        self.free: list[Slot] = list(self.slots)
+        self.active: dict[str, Segment] = {}
+        self.pending: dict[socket.socket, LineBuffer] = {}
+        self.relaunch: list[int] = []
+        self.done = False
+        self.kill_at: Optional[float] = None
+
+    # -- clock and records ---------------------------------------------------------------
+    def now(self) -> float:
+        return self.offset + time.monotonic() - self.t0
+
+    def _record(self, kind: str, book: TrialBook, epoch: int, **fields) -> None:
+        event = Event(time_s=round(self.now(), 4), kind=kind, trial_id=book.trial_id, epoch=epoch,
+                      gpus=self.task.gpus_per_trial, **fields)
+        self.events.write(event.to_dict())
+
+    def _save(self) -> None:
+        self.state.scheduler = self.scheduler.state_dict()
+        self.state.elapsed_s = self.now()
+        self.state.save(self.out / "state.json")
+
+    # -- setup ---------------------------------------------------------------------------
+    def _open(self, resume: bool) -> None:
+        from nasalloc.trace import TraceWriter
+        from nasalloc.workloads.registry import load_workload
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        state_path = self.out / "state.json"
+        self.scheduler = self.task.make_scheduler()
+        self.offset = 0.0
+        if resume and state_path.exists():
+            self.state = RunState.load(state_path)
+            self.scheduler.load_state_dict(self.state.scheduler)
+            self.offset = self.state.elapsed_s
+            events_path = self.out / "events.jsonl"
+            if events_path.exists():
+                self.offset = max([self.offset] + [e["time_s"] for e in read_jsonl(events_path)])
+        else:
+            if any((self.out / name).exists() for name in ("events.jsonl", "state.json", "trace.csv")):
+                raise UserError(f"{self.out} holds an earlier validation run; pass --resume to continue it "
+                                f"or choose another --out")
+            self.state = RunState(self.task.algorithm, self.task.gpus_per_trial, self.scheduler.state_dict())
+        self.t0 = time.monotonic()
+        self.workload = load_workload(self.task.workload)
+        names = list(self.workload.search_space().keys())
+        self.events = JsonlAppender(self.out / "events.jsonl")
+        self.trace = TraceWriter(self.out / "trace.csv", config_names=names)
+        for book in self.state.trials.values():
+            if book.status == "running":  # in flight when the last run ended: re-run it
+                self._record("pause", book, book.reported,
+                             extra={"interrupted": True, "lost": True, "checkpoint_epoch": book.checkpoint_epoch})
+                self.relaunch.append(book.trial_id)
+        self.server = socket.create_server((self.executor.runner_host(), 0))
+        self.address = f"{self.executor.runner_host()}:{self.server.getsockname()[1]}"
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.server, selectors.EVENT_READ, None)
+        self.executor.check(self.slots[0].ranks, len(self.slots))
+
+    def _close(self) -> None:
+        for seg in list(self.active.values()):
+            seg.job.terminate("runner exiting")
+        for sock in [self.server, *self.pending, *(s.conn for s in self.active.values() if s.conn)]:
+            try:
+                self.selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+            sock.close()
+        self.selector.close()
+        self.events.close()
+        self.trace.close()
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> RunResult:
+        self._open(resume)
+        try:
+            if self.state.finished:
+                self.progress.note("finished in an earlier run; nothing to do")
+                return RunResult(self.task, self.out, True, "finished", self.state.elapsed_s)
+            self.progress.note(f"{len(self.slots)} slot(s) of {self.slots[0].ranks} rank(s) on {self.device}; "
+                               f"records in {self.out}")
+            while True:
+                reason = self.stopper.check()
+                if reason and self.kill_at is None:
+                    self._begin_stop(reason)
+                if not reason:
+                    self._fill_slots()
+                if not self.active:
+                    if reason or self.done:
+                        break
+                    raise RuntimeError(f"{self.task.label}: the scheduler waits but no trial is running")
+                self._wait_for_messages()
+                self._reap()
+                if self.kill_at is not None and time.monotonic() >= self.kill_at:
+                    for seg in list(self.active.values()):
+                        seg.interrupted = True
+                        seg.job.terminate("interrupted: checkpoint wait timed out")
+                    self._reap()
+            self.state.finished = not reason
+            self.state.ended = reason or "finished"
+            self._save()
+            self.progress.note(f"{self.state.ended} after {self.now():.1f}s")
+            return RunResult(self.task, self.out, self.state.finished, self.state.ended, self.now())
+        finally:
+            self._close()
+
+    def _begin_stop(self, reason: str) -> None:
+        self.kill_at = time.monotonic() + self.grace_s
+        if self.active:
+            self.progress.note(f"{reason}: no new trials; pausing {len(self.active)} running trial(s) "
+                               f"at their next epoch (at most {self.grace_s:.0f}s)")
+
+    def _fill_slots(self) -> None:
+        while self.free:
+            if self.relaunch:
+                book = self.state.trials[self.relaunch.pop(0)]
+                self._launch(book, "resume", restart=True)
+                continue
+            if self.done:
+                return
+            action = self.scheduler.suggest()
+            if action is DONE:
+                self.done = True
+                self._close_paused()
+            elif action is WAIT:
+                pass
+            elif isinstance(action, Start):
+                book = TrialBook(action.trial_id, dict(action.config))
+                self.state.trials[book.trial_id] = book
+                self._launch(book, "start")
+            elif isinstance(action, Resume):
+                book = self.state.trials[action.trial_id]
+                book.status = "running"
+                self._launch(book, "resume")
+            else:
+                raise RuntimeError(f"scheduler returned {action!r}, not Start, Resume, WAIT or DONE")
+            self._save()
+            if action is DONE or action is WAIT:
+                return
+
+    def _close_paused(self) -> None:
+        # At DONE the scheduler has stopped every trial still paused; record that once.
+        for book in self.state.trials.values():
+            if book.status == "paused":
+                book.status = "stopped"
+                self._record("stop", book, book.reported, extra={"at_done": True})
+
+    def _launch(self, book: TrialBook, kind: str, restart: bool = False) -> None:
+        import json
+
+        slot = self.free.pop(0)
+        book.segments += 1
+        book.status = "running"
+        token = secrets.token_hex(8)
+        trial_dir = self.out / "trials" / f"trial_{book.trial_id}"
+        checkpoint = self.out / "checkpoints" / f"trial_{book.trial_id}" / "checkpoint.pt"
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        spec_path = trial_dir / f"segment_{book.segments}.json"
+        atomic_write_json(spec_path, {
+            "trial_id": book.trial_id, "workload": self.task.workload, "config": book.config,
+            "seed": (self.task.seed * 1_000_003 + book.trial_id) % 2**31, "checkpoint": str(checkpoint),
+            "resume": book.checkpoint_epoch > 0, "device": self.device, "max_epochs": self.task.max_t})
+        spec = JobSpec(trial_id=book.trial_id, segment=book.segments, ranks=slot.ranks, devices=slot.devices,
+                       argv=["--spec", str(spec_path)], env={RUNNER_ENV: self.address, TOKEN_ENV: token},
+                       log_dir=trial_dir / f"segment_{book.segments}", device=self.device)
+        extra = {"segment": book.segments}
+        if restart:
+            extra.update(restart=True, checkpoint_epoch=book.checkpoint_epoch)
+        try:
+            job = self.executor.launch(spec)
+        except (OSError, UserError) as err:
+            self._record(kind, book, book.checkpoint_epoch if kind == "resume" else 0,
+                         placement=slot.devices, config=book.config if kind == "start" else None, extra=extra)
+            self._fail(book, slot, f"launch failed: {json.dumps(str(err))}")
+            return
+        extra["pids"] = [p.pid for p in getattr(job, "processes", [])]
+        self._record(kind, book, book.checkpoint_epoch if kind == "resume" else 0, placement=slot.devices,
+                     config=book.config if kind == "start" else None, extra=extra)
+        self.active[token] = Segment(book.trial_id, book.segments, slot, job, token, kind, self.now())
+        self._count()
+
+    # -- channel -------------------------------------------------------------------------
+    def _wait_for_messages(self) -> None:
+        for key, _ in self.selector.select(timeout=SELECT_TIMEOUT_S):
+            if key.fileobj is self.server:
+                conn, _ = self.server.accept()
+                self.pending[conn] = LineBuffer()
+                self.selector.register(conn, selectors.EVENT_READ, None)
+            else:
+                self._read(key.fileobj)
+
+    def _read(self, conn: socket.socket, final: bool = False) -> None:
+        try:
+            chunk = conn.recv(65536)
+        except OSError:
+            chunk = b""
+        seg = key_segment = next((s for s in self.active.values() if s.conn is conn), None)
+        buffer = key_segment.buffer if key_segment else self.pending.get(conn)
+        if not chunk or buffer is None:
+            self._drop(conn)
+            return
+        for message in buffer.feed(chunk):
+            if seg is None and message.get("type") == "hello":
+                seg = self.active.get(message.get("token"))
+                self.pending.pop(conn, None)
+                if seg is None:  # a stale process of an earlier segment
+                    self._drop(conn)
+                    return
+                seg.conn, seg.buffer = conn, buffer
+            elif seg is not None:
+                self._handle(seg, message)
+
+    def _drop(self, conn: socket.socket) -> None:
+        self.pending.pop(conn, None)
+        try:
+            self.selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        for seg in self.active.values():
+            if seg.conn is conn:
+                seg.conn = None
+        conn.close()
+
+    def _handle(self, seg: Segment, message: dict) -> None:
+        book = self.state.trials[seg.trial_id]
+        kind = message.get("type")
+        if kind == "ready":
+            seg.load_s = message.get("load_s")
+        elif kind == "checkpointed":
+            seg.checkpointed, seg.save_s = True, message.get("save_s")
+            book.checkpoint_epoch = int(message["epoch"])
+        elif kind == "epoch":
+            self._on_epoch(seg, book, message)
+
+    def _on_epoch(self, seg: Segment, book: TrialBook, msg: dict) -> None:
+        epoch = int(msg["epoch"])
+        seg.last_epoch = epoch
+        ended = self.now()
+        seconds = float(msg.get("train_s") or 0) + float(msg.get("eval_s") or 0)
+        began = max(seg.launched_s, ended - seconds)
+        extra = {"train_s": msg.get("train_s"), "eval_s": msg.get("eval_s"), "segment": seg.number}
+        if seg.load_s is not None and epoch == book.checkpoint_epoch + 1:
+            extra["load_s"] = seg.load_s
+        if epoch <= book.reported:  # re-training after a restart: the scheduler saw it already
+            answer = "continue"
+            extra["replay"] = True
+        else:
+            decision = self.scheduler.on_result(book.trial_id, epoch, float(msg["metric"]))
+            book.reported = epoch
+            answer = Decision(decision).value
+            self.trace.write({"trial_id": book.trial_id, "config": book.config, "epoch": epoch,
+                              "val_metric": msg["metric"], "test_metric": msg.get("test_metric"),
+                              "metric_name": self.task.metric_name, "mode": self.task.mode,
+                              "epoch_seconds": seconds, "gpus_per_trial": self.task.gpus_per_trial,
+                              "start_s": round(began, 4), "end_s": round(ended, 4),
+                              "workload": getattr(self.workload, "name", "")})
+        if answer == "continue" and epoch >= self.task.max_t:
+            answer = "stop"  # a scheduler never lets a trial pass max_t; be safe in a replay
+        if answer == "continue" and self.stopper.reason:
+            answer, seg.interrupted = "pause", True
+        self._record("epoch", book, epoch, metric=msg["metric"], test_metric=msg.get("test_metric"),
+                     began_s=round(began, 4), extra=extra)
+        seg.answer = answer
+        try:
+            seg.conn.sendall(encode({"decision": answer}))
+        except OSError:
+            pass  # the job is dying; _reap records it
+        self._save()
+
+    # -- ends of segments ------------------------------------------------------------------
+    def _reap(self) -> None:
+        for token, seg in list(self.active.items()):
+            code = seg.job.poll()
+            if code is None:
+                continue
+            if seg.conn is not None:  # read what the trial said before it exited
+                seg.conn.settimeout(1.0)
+                while seg.conn is not None:
+                    self._read(seg.conn)
+            del self.active[token]
+            self._end_segment(seg, code)
+
+    def _end_segment(self, seg: Segment, code: int) -> None:
+        book = self.state.trials[seg.trial_id]
+        metric_extra = {"segment": seg.number}
+        if seg.answer == "stop":
+            status = self.scheduler.trial_status(book.trial_id)
+            book.status = "completed" if status == COMPLETED or seg.last_epoch >= self.task.max_t else "stopped"
+            if code != 0:
+                metric_extra["exit_error"] = self._error(seg.job)
+            self._record("complete" if book.status == "completed" else "stop", book, seg.last_epoch,
+                         extra=metric_extra)
+            self._free(seg.slot, f"trial {book.trial_id} {book.status} at epoch {seg.last_epoch}")
+        elif seg.answer == "pause" and (seg.checkpointed or code == 0):
+            book.status = "running" if seg.interrupted else "paused"
+            metric_extra.update(save_s=seg.save_s, checkpoint_epoch=book.checkpoint_epoch)
+            if seg.interrupted:
+                metric_extra["interrupted"] = True
+            self._record("pause", book, seg.last_epoch, extra=metric_extra)
+            self._free(seg.slot, f"trial {book.trial_id} paused at epoch {seg.last_epoch}")
+        elif seg.interrupted:
+            # killed by us while stopping: in flight, falls back to its last checkpoint on --resume
+            self._record("pause", book, book.reported,
+                         extra={**metric_extra, "interrupted": True, "killed": True,
+                                "checkpoint_epoch": book.checkpoint_epoch})
+            self._free(seg.slot, f"trial {book.trial_id} interrupted")
+        elif seg.answer == "pause":
+            # paused by the scheduler but the checkpoint was not written: stays paused and
+            # re-trains from its previous checkpoint when resumed (see state.py)
+            book.status = "paused"
+            self._record("pause", book, seg.last_epoch,
+                         extra={**metric_extra, "checkpoint_failed": self._error(seg.job),
+                                "checkpoint_epoch": book.checkpoint_epoch})
+            self._free(seg.slot, f"trial {book.trial_id} paused (checkpoint failed)")
+        else:
+            self._fail(book, seg.slot, self._error(seg.job), seg.last_epoch)
+        self._save()
+
+    def _fail(self, book: TrialBook, slot: Slot, error: str, epoch: int = 0) -> None:
+        self.scheduler.on_failure(book.trial_id)
+        book.status = "failed"
+        self._record("fail", book, max(epoch, book.reported), error=error)
+        self._free(slot, f"trial {book.trial_id} FAILED: {error[:120]}")
+        self._save()
+
+    def _free(self, slot: Slot, what: str) -> None:
+        self.free.append(slot)
+        self.free.sort(key=lambda s: s.index)
+        self._count()
+        self.progress.line(self.now(), what)
+
+    def _count(self) -> None:
+        statuses = [b.status for b in self.state.trials.values()]
+        self.progress.running = len(self.active)
+        self.progress.paused = statuses.count("paused")
+        self.progress.finished = statuses.count("stopped") + statuses.count("completed")
+        self.progress.failed = statuses.count("failed")
+
+    @staticmethod
+    def _error(job) -> str:
+        failure = getattr(job, "failure", None) or f"exited with status {job.returncode}"
+        tail = job.stderr_tail(40) if hasattr(job, "stderr_tail") else ""
+        lowered = tail.lower()
+        if "out of memory" in lowered or "outofmemoryerror" in lowered:
+            return f"out of memory: {failure}"
+        if "gloo" in lowered or "nccl" in lowered:
+            return f"communication error: {failure}"
+        return failure
