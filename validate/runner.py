@@ -30,11 +30,11 @@ from typing import Any, Callable, Optional
 from nasalloc.errors import UserError
 from nasalloc.io import JsonlAppender, atomic_write_json, read_jsonl
 from nasalloc.records import Event
+from nasalloc.simulator.cluster import Slot, make_split
 from nasalloc.simulator.schedulers.base import COMPLETED, DONE, WAIT, Decision, Resume, Start
 
 from .channel import RUNNER_ENV, TOKEN_ENV, LineBuffer, encode
 from .executor import Executor, JobSpec
-from .placement import Slot, make_slots
 from .progress import Progress
 from .state import RunState, TrialBook
 
@@ -122,7 +122,9 @@ class Runner:
         self.stopper = stopper or Stopper()
         self.grace_s = grace_s
         self.progress = Progress(task.label, task.predicted_makespan_s, quiet)
-        self.slots = make_slots(task.budget, task.gpus_per_trial, task.gpus_per_node)
+        # the simulator's placement, so the real run has the very slots that were simulated
+        self.slots = list(make_split(task.budget, task.gpus_per_node or task.budget, task.gpus_per_trial).slots)
+        self.ranks = int(task.gpus_per_trial) if task.gpus_per_trial >= 1 else 1
         self.free: list[Slot] = list(self.slots)
         self.active: dict[str, Segment] = {}
         self.pending: dict[socket.socket, LineBuffer] = {}
@@ -179,7 +181,7 @@ class Runner:
         self.address = f"{self.executor.runner_host()}:{self.server.getsockname()[1]}"
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.server, selectors.EVENT_READ, None)
-        self.executor.check(self.slots[0].ranks, len(self.slots))
+        self.executor.check(self.ranks, len(self.slots))
 
     def _close(self) -> None:
         for seg in list(self.active.values()):
@@ -201,7 +203,7 @@ class Runner:
             if self.state.finished:
                 self.progress.note("finished in an earlier run; nothing to do")
                 return RunResult(self.task, self.out, True, "finished", self.state.elapsed_s)
-            self.progress.note(f"{len(self.slots)} slot(s) of {self.slots[0].ranks} rank(s) on {self.device}; "
+            self.progress.note(f"{len(self.slots)} slot(s) of {self.ranks} rank(s) on {self.device}; "
                                f"records in {self.out}")
             while True:
                 reason = self.stopper.check()
@@ -284,7 +286,7 @@ class Runner:
             "trial_id": book.trial_id, "workload": self.task.workload, "config": book.config,
             "seed": (self.task.seed * 1_000_003 + book.trial_id) % 2**31, "checkpoint": str(checkpoint),
             "resume": book.checkpoint_epoch > 0, "device": self.device, "max_epochs": self.task.max_t})
-        spec = JobSpec(trial_id=book.trial_id, segment=book.segments, ranks=slot.ranks, devices=slot.devices,
+        spec = JobSpec(trial_id=book.trial_id, segment=book.segments, ranks=self.ranks, devices=list(slot.gpus),
                        argv=["--spec", str(spec_path)], env={RUNNER_ENV: self.address, TOKEN_ENV: token},
                        log_dir=trial_dir / f"segment_{book.segments}", device=self.device)
         extra = {"segment": book.segments}
@@ -294,11 +296,11 @@ class Runner:
             job = self.executor.launch(spec)
         except (OSError, UserError) as err:
             self._record(kind, book, book.checkpoint_epoch if kind == "resume" else 0,
-                         placement=slot.devices, config=book.config if kind == "start" else None, extra=extra)
+                         placement=list(slot.gpus), config=book.config if kind == "start" else None, extra=extra)
             self._fail(book, slot, f"launch failed: {json.dumps(str(err))}")
             return
         extra["pids"] = [p.pid for p in getattr(job, "processes", [])]
-        self._record(kind, book, book.checkpoint_epoch if kind == "resume" else 0, placement=slot.devices,
+        self._record(kind, book, book.checkpoint_epoch if kind == "resume" else 0, placement=list(slot.gpus),
                      config=book.config if kind == "start" else None, extra=extra)
         self.active[token] = Segment(book.trial_id, book.segments, slot, job, token, kind, self.now())
         self._count()
