@@ -1,0 +1,134 @@
+"""Learning curves as the engine reads them: arrays indexed by (table row, epoch).
+
+Built from :class:`nasalloc.trace.Curves` (a trace or the shipped digits benchmark). Only
+configs whose curve reaches ``max_epochs`` are kept: a simulated trial may train that far.
+
+Relative cost of a config (how much longer its epoch takes than the reference config's, which
+the profile timed): the mean recorded ``epoch_seconds`` of that config over the mean recorded
+``epoch_seconds`` of the reference row. The reference row is the recorded config nearest to
+the profile's ``workload.config`` when the profile and the curves name the same workload, else
+nearest to the workload's own ``reference_config()`` when it is a built-in workload, else the
+row of median mean epoch seconds (then costs are relative to a typical config). The choice is
+stated in ``reference_note``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from nasalloc.errors import UserError
+
+
+@dataclass
+class CurveTable:
+    val: np.ndarray            # (rows, max_epochs) validation metric after each epoch
+    test: np.ndarray           # (rows, max_epochs), NaN where the curves have no test metric
+    rel_cost: np.ndarray       # (rows,) epoch seconds relative to the reference config
+    configs: list              # hyperparameters per row
+    metric_name: str = "accuracy"
+    mode: str = "max"
+    workload: str = ""
+    reference_row: Optional[int] = None
+    reference_note: str = ""
+    path: str = ""
+    sha256: str = ""
+    trial_ids: list = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.configs)
+
+    @property
+    def max_epochs(self) -> int:
+        return self.val.shape[1]
+
+    @property
+    def has_test(self) -> bool:
+        return bool(np.isfinite(self.test).any())
+
+    def truncated(self, max_epochs: int) -> "CurveTable":
+        """Only the configs whose curve reaches ``max_epochs``, cut at ``max_epochs``."""
+        if max_epochs > self.max_epochs:
+            raise UserError(f"--max-epochs {max_epochs} is beyond the curves' {self.max_epochs} epochs"
+                            f"{' (' + self.path + ')' if self.path else ''}")
+        keep = np.flatnonzero(np.isfinite(self.val[:, max_epochs - 1]))
+        if keep.size == 0:
+            raise UserError(f"no curve in {self.path or 'the curves'} reaches {max_epochs} epochs")
+        return CurveTable(val=self.val[keep, :max_epochs], test=self.test[keep, :max_epochs],
+                          rel_cost=self.rel_cost[keep], configs=[self.configs[i] for i in keep],
+                          metric_name=self.metric_name, mode=self.mode, workload=self.workload,
+                          reference_row=None, reference_note=self.reference_note, path=self.path,
+                          sha256=self.sha256, trial_ids=[self.trial_ids[i] for i in keep] if self.trial_ids else [])
+
+
+def table_from_curves(curves, reference_config: Optional[dict] = None, reference_source: str = "") -> CurveTable:
+    """Arrays of :class:`nasalloc.trace.Curves`, with each row's relative cost."""
+    val = curves.val_matrix()
+    mean_seconds = np.array([float(np.mean(s)) if len(s) else np.nan for s in curves.epoch_seconds])
+    if not np.all(np.isfinite(mean_seconds)) or np.any(mean_seconds <= 0):
+        bad = int(np.flatnonzero(~(np.isfinite(mean_seconds) & (mean_seconds > 0)))[0])
+        raise UserError(f"curves: trial {curves.trial_ids[bad]} has no positive epoch_seconds "
+                        f"(needed for its relative cost)")
+    if reference_config:
+        row = curves.nearest(reference_config)
+        note = (f"relative cost: epoch seconds over those of trial {curves.trial_ids[row]}, the recorded config "
+                f"nearest the reference config of {reference_source}")
+    else:
+        order = np.argsort(mean_seconds, kind="stable")
+        row = int(order[(len(order) - 1) // 2])
+        note = (f"relative cost: epoch seconds over the median config's (trial {curves.trial_ids[row]}); "
+                f"no reference config of this workload is known")
+    return CurveTable(val=val, test=curves.test_matrix(), rel_cost=mean_seconds / mean_seconds[row],
+                      configs=list(curves.configs), metric_name=curves.metric_name, mode=curves.mode,
+                      workload=curves.workload, reference_row=row, reference_note=note,
+                      trial_ids=list(curves.trial_ids))
+
+
+def reference_config_for(workload: str, profile: Optional[dict]) -> tuple[Optional[dict], str]:
+    """The config the profile timed, when it is of this workload; else the built-in workload's."""
+    profiled = (profile or {}).get("workload") or {}
+    if workload and profiled.get("name") == workload and profiled.get("config"):
+        return dict(profiled["config"]), "the profile"
+    if workload:
+        try:
+            from nasalloc.workloads.registry import WORKLOADS, load_workload
+        except ImportError:
+            return None, ""
+        if workload in WORKLOADS:
+            return dict(load_workload(workload).reference_config()), f"workload {workload!r}"
+    return None, ""
+
+
+def load_curve_table(path: Optional[str] = None, profile: Optional[dict] = None) -> CurveTable:
+    """Read a trace as learning curves; ``None`` is the shipped digits benchmark."""
+    from nasalloc.trace import DEFAULT_CURVES, Curves, read_trace
+
+    if path is None:
+        from nasalloc.data import data_path
+
+        source = data_path(DEFAULT_CURVES)
+        if not source.is_file():
+            raise UserError(f"the shipped learning curves nasalloc/data/{DEFAULT_CURVES} are missing from this "
+                            f"installation; pass --curves FILE (a trace, docs/formats.md)")
+        shown = f"<embedded {DEFAULT_CURVES}>"
+    else:
+        source, shown = path, str(path)
+    frame = read_trace(source)
+    curves = Curves.from_trace(frame, shown)
+    reference, where = reference_config_for(curves.workload, profile)
+    table = table_from_curves(curves, reference, where)
+    table.path = shown
+    table.sha256 = _sha256(source)
+    return table
+
+
+def _sha256(source) -> str:
+    digest = hashlib.sha256()
+    with source.open("rb") if hasattr(source, "open") and not isinstance(source, str) else open(source, "rb") as h:
+        for block in iter(lambda: h.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
