@@ -1,0 +1,201 @@
+"""Where configs come from: a ConfigSpace space, or a finite table of configs.
+
+A table is what the simulator replays: a learning-curve benchmark where every config has a
+recorded curve, so a scheduler may only run configs that are rows of the table. Both sources are
+stateless objects that may be shared by many schedulers; anything that changes as a search goes
+(the rows not yet drawn) lives in a small ``state`` dict that the scheduler owns and saves.
+
+The vector helpers below (config dict <-> ConfigSpace's normalised vector, the KDE variable
+types) are shared with BOHB's sampler.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+from ConfigSpace import Configuration, ConfigurationSpace
+from ConfigSpace.hyperparameters import (CategoricalHyperparameter, IntegerHyperparameter,
+                                         OrdinalHyperparameter)
+from ConfigSpace.util import deactivate_inactive_hyperparameters
+
+from nasalloc.errors import UserError
+
+from .common import plain
+
+ROW_KEY = "_row"
+
+
+# -- vectors --------------------------------------------------------------------------------
+def hyperparameters(space: ConfigurationSpace) -> list:
+    """Hyperparameters in the order of ConfigSpace's vector representation."""
+    order = space.index_of
+    return sorted(space.values(), key=lambda hp: order[hp.name])
+
+
+def kde_vartypes(space: ConfigurationSpace) -> tuple[str, np.ndarray]:
+    """statsmodels var_type string and, per dimension, the number of levels (0: continuous).
+
+    As in HpBandSter: categoricals are 'u' (unordered), everything numeric (float and int alike)
+    is 'c' on its [0, 1] vector scale. Ordinals, which HpBandSter rejects, are 'o' here.
+    """
+    types, levels = "", []
+    for hp in hyperparameters(space):
+        if isinstance(hp, CategoricalHyperparameter):
+            types += "u"
+            levels.append(len(hp.choices))
+        elif isinstance(hp, OrdinalHyperparameter):
+            types += "o"
+            levels.append(len(hp.sequence))
+        else:
+            types += "c"
+            levels.append(0)
+    return types, np.array(levels, dtype=int)
+
+
+def _clean(space: ConfigurationSpace, config: dict) -> dict:
+    """Drop our private keys and inactive (None/NaN) values; whole floats for int hps -> int."""
+    out = {}
+    for name, value in config.items():
+        if name.startswith("_") or value is None:
+            continue
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        if name in space and isinstance(space[name], IntegerHyperparameter) \
+                and isinstance(value, (float, np.floating)) and float(value).is_integer():
+            value = int(value)
+        out[name] = plain(value)
+    return out
+
+
+def config_to_vector(space: ConfigurationSpace, config: dict) -> np.ndarray:
+    """The normalised vector of a config (NaN where a hyperparameter is inactive)."""
+    try:
+        return Configuration(space, values=_clean(space, config)).get_array()
+    except Exception as error:  # ConfigSpace raises several types for a bad value
+        raise UserError(f"config {config!r} is not in the search space: {error}") from None
+
+
+def vector_to_config(space: ConfigurationSpace, vector: np.ndarray) -> dict:
+    """A plain dict from a vector; categorical/ordinal entries rounded, inactive ones dropped."""
+    vector = np.array(vector, dtype=float)
+    for i, hp in enumerate(hyperparameters(space)):
+        if isinstance(hp, (CategoricalHyperparameter, OrdinalHyperparameter)) \
+                and np.isfinite(vector[i]):
+            vector[i] = float(np.rint(vector[i]))
+    values = dict(Configuration(space, vector=vector))
+    return plain(dict(deactivate_inactive_hyperparameters(values, space)))
+
+
+def vector_distances(matrix: np.ndarray, vector: np.ndarray, vartypes: str,
+                     levels: np.ndarray) -> np.ndarray:
+    """Euclidean distance of ``vector`` to every row of ``matrix`` in the normalised space.
+
+    Categoricals ('u') differ by 0 or 1; ordinals ('o') by index difference / (levels - 1);
+    numeric ('c') by the vector difference. Inactive (NaN) against inactive is 0, inactive
+    against a value is 1 (the largest per-dimension distance), so a conditional config snaps to
+    rows with the same structure when one exists.
+    """
+    types = np.array(list(vartypes))
+    diff = np.abs(matrix - vector[None, :])
+    unordered = types == "u"
+    diff[:, unordered] = (diff[:, unordered] > 0).astype(float)
+    ordinal = types == "o"
+    diff[:, ordinal] /= np.maximum(levels[ordinal] - 1, 1)
+    nan_row, nan_q = np.isnan(matrix), np.isnan(vector)[None, :]
+    diff = np.where(nan_row & nan_q, 0.0, np.where(nan_row | nan_q, 1.0, diff))
+    return np.sqrt((diff * diff).sum(axis=1))
+
+
+# -- sources --------------------------------------------------------------------------------
+class SpaceSource:
+    """Configs sampled from a ConfigSpace space, seeded from the scheduler's own Generator."""
+
+    def __init__(self, space: ConfigurationSpace):
+        if not isinstance(space, ConfigurationSpace):
+            raise UserError(f"space={space!r}: expected a ConfigSpace.ConfigurationSpace")
+        if len(space) == 0:
+            raise UserError("the search space has no hyperparameters")
+        self.space = space
+        self._random = np.random.RandomState(0)  # re-seeded before every draw, never carried
+
+    def new_state(self) -> dict:
+        return {}
+
+    def sample(self, rng: np.random.Generator, state: Optional[dict] = None) -> dict:
+        # ConfigSpace samples from space.random; seed it from our Generator so the draw is a
+        # pure function of the scheduler's stream, and put the space's own generator back.
+        self._random.seed(int(rng.integers(0, 2**31 - 1)))
+        previous, self.space.random = self.space.random, self._random
+        try:
+            config = self.space.sample_configuration()
+        finally:
+            self.space.random = previous
+        return plain(dict(config))
+
+    def snap(self, config: dict) -> dict:
+        return config
+
+    def __len__(self) -> int:  # unbounded; for symmetry with TableSource
+        return 0
+
+
+class TableSource:
+    """A finite table of configs (rows of a learning-curve benchmark).
+
+    ``sample`` draws rows uniformly WITHOUT replacement until every row was drawn, then starts
+    over (a fresh pass), when the scheduler passes its ``state``; with ``state=None`` it draws
+    with replacement. Each returned dict carries the hyperparameters and ``"_row"``.
+    """
+
+    def __init__(self, space: ConfigurationSpace, configs: list[dict]):
+        if not isinstance(space, ConfigurationSpace):
+            raise UserError(f"space={space!r}: expected a ConfigSpace.ConfigurationSpace")
+        if len(configs) == 0:
+            raise UserError("the config table is empty: expected at least one row")
+        self.space = space
+        self.rows = []
+        vectors = []
+        for index, config in enumerate(configs):
+            clean = _clean(space, dict(config))
+            try:
+                vector = Configuration(space, values=clean).get_array()
+            except Exception as error:
+                raise UserError(f"config table row {index} ({config!r}) is not in the search "
+                                f"space: {error}") from None
+            vectors.append(vector)
+            self.rows.append({**clean, ROW_KEY: index})
+        self.vectors = np.vstack(vectors)
+        self._vartypes, self._levels = kde_vartypes(space)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def row(self, index: int) -> dict:
+        return dict(self.rows[index])
+
+    def new_state(self) -> dict:
+        return {"remaining": list(range(len(self.rows)))}
+
+    def sample(self, rng: np.random.Generator, state: Optional[dict] = None) -> dict:
+        if state is None:
+            return self.row(int(rng.integers(len(self.rows))))
+        remaining = state["remaining"]
+        if not remaining:
+            remaining.extend(range(len(self.rows)))
+        pick = int(rng.integers(len(remaining)))
+        remaining[pick], remaining[-1] = remaining[-1], remaining[pick]  # O(1) removal
+        return self.row(remaining.pop())
+
+    def nearest(self, vector: np.ndarray) -> int:
+        distances = vector_distances(self.vectors, np.asarray(vector, float), self._vartypes,
+                                     self._levels)
+        return int(np.argmin(distances))
+
+    def snap(self, config: dict) -> dict:
+        """The table row nearest to ``config`` (itself when it is a row)."""
+        if ROW_KEY in config:
+            return self.row(int(config[ROW_KEY]))
+        return self.row(self.nearest(config_to_vector(self.space, config)))
+
