@@ -39,6 +39,7 @@ from .progress import Progress
 from .state import RunState, TrialBook
 
 SELECT_TIMEOUT_S = 0.2
+ROW_KEY = "_row"
 
 
 @dataclass
@@ -251,7 +252,9 @@ class Runner:
             elif action is WAIT:
                 pass
             elif isinstance(action, Start):
-                book = TrialBook(action.trial_id, dict(action.config))
+                config = dict(action.config)
+                row = config.pop(ROW_KEY, None)  # a table row (TableSource), as in the simulator
+                book = TrialBook(action.trial_id, config, row=None if row is None else int(row))
                 self.state.trials[book.trial_id] = book
                 self._launch(book, "start")
             elif isinstance(action, Resume):
@@ -290,6 +293,8 @@ class Runner:
                        argv=["--spec", str(spec_path)], env={RUNNER_ENV: self.address, TOKEN_ENV: token},
                        log_dir=trial_dir / f"segment_{book.segments}", device=self.device)
         extra = {"segment": book.segments}
+        if kind == "start" and book.row is not None:
+            extra["row"] = book.row
         if restart:
             extra.update(restart=True, checkpoint_epoch=book.checkpoint_epoch)
         try:

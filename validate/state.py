@@ -38,6 +38,7 @@ class TrialBook:
     checkpoint_epoch: int = 0    # epochs the checkpoint holds (0: none)
     status: str = "running"      # running | paused | stopped | completed | failed
     segments: int = 0            # segments launched so far
+    row: Optional[int] = None    # row of the plan's config table the config came from
 
 
 @dataclass
