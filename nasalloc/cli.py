@@ -46,9 +46,6 @@ def _register() -> None:
         cli.add_command(command, name)
 
 
-_register()
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI with one-line errors and exit status 2 for user mistakes."""
     try:
@@ -82,6 +79,9 @@ def out_option(default: str):
 seed_option = click.option("--seed", type=int, default=0, show_default=True,
                            help="Seed of every random choice (schedulers, sampling, noise).")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="Print only errors and the final summary.")
+
+# Last, so the subcommands' modules can import the shared options above.
+_register()
 
 if __name__ == "__main__":
     main()
