@@ -131,6 +131,27 @@ class TraceWriter:
         self.close()
 
 
+def trace_csv_text(frame) -> str:
+    """A trace DataFrame as CSV text; integer config columns with empty cells stay integers."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if column.startswith(CONFIG_PREFIX) and _whole_numbers(frame[column]) \
+                and frame[column].dtype.kind == "f":
+            frame[column] = frame[column].astype("Int64")
+    return frame.to_csv(index=False)
+
+
+def write_trace(path, frame) -> None:
+    """Write a whole trace atomically, gzipped when ``path`` ends in .gz (reproducibly: no mtime)."""
+    from .io import atomic_write_bytes, atomic_write_text
+
+    text = trace_csv_text(frame)
+    if str(path).endswith(".gz"):
+        atomic_write_bytes(Path(path), gzip.compress(text.encode("utf-8"), mtime=0))
+    else:
+        atomic_write_text(Path(path), text)
+
+
 def _read_text(path: Path) -> str:
     try:
         if path.name.endswith(".gz"):
