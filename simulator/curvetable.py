@@ -37,6 +37,7 @@ class CurveTable:
     path: str = ""
     sha256: str = ""
     trial_ids: list = field(default_factory=list)
+    space: object = None       # the ConfigSpace space the configs come from (for sampling)
 
     @property
     def rows(self) -> int:
@@ -58,11 +59,13 @@ class CurveTable:
         keep = np.flatnonzero(np.isfinite(self.val[:, max_epochs - 1]))
         if keep.size == 0:
             raise UserError(f"no curve in {self.path or 'the curves'} reaches {max_epochs} epochs")
+        position = {int(old): new for new, old in enumerate(keep)}
         return CurveTable(val=self.val[keep, :max_epochs], test=self.test[keep, :max_epochs],
                           rel_cost=self.rel_cost[keep], configs=[self.configs[i] for i in keep],
                           metric_name=self.metric_name, mode=self.mode, workload=self.workload,
-                          reference_row=None, reference_note=self.reference_note, path=self.path,
-                          sha256=self.sha256, trial_ids=[self.trial_ids[i] for i in keep] if self.trial_ids else [])
+                          reference_row=position.get(self.reference_row), reference_note=self.reference_note, path=self.path,
+                          sha256=self.sha256, trial_ids=[self.trial_ids[i] for i in keep] if self.trial_ids else [],
+                          space=self.space)
 
 
 def table_from_curves(curves, reference_config: Optional[dict] = None, reference_source: str = "") -> CurveTable:
@@ -123,7 +126,17 @@ def load_curve_table(path: Optional[str] = None, profile: Optional[dict] = None)
     table = table_from_curves(curves, reference, where)
     table.path = shown
     table.sha256 = _sha256(source)
+    table.space = _config_space(curves)
     return table
+
+
+def _config_space(curves):
+    try:
+        return curves.config_space()
+    except ImportError:  # the workload registry is not importable: a space from the values
+        from nasalloc.trace import space_from_values
+
+        return space_from_values(curves.configs)
 
 
 def _sha256(source) -> str:

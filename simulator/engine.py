@@ -74,7 +74,8 @@ class SimulationResult:
             "trials": self.trials, "epochs": self.epochs, "best_metric": self.best_metric,
             "best_test_metric": self.best_test_metric, "best_trial_id": self.best_trial_id,
             "lower_bound_s": self.lower_bound_s, "deadline_s": self.deadline_s,
-            "deadline_metric": self.deadline_metric, "deadline_test_metric": self.deadline_test_metric,
+            "deadline_metric": None if self.deadline_s is None else self.deadline_metric,
+            "deadline_test_metric": None if self.deadline_s is None else self.deadline_test_metric,
         }
 
 

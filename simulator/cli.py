@@ -1,0 +1,153 @@
+"""``nasalloc simulate``: replay HyperBand, ASHA and BOHB in SimPy under every split of a GPU
+budget and predict the best one.
+
+Everything the user gives is checked before ``--out`` is created: a bad value ends with one
+line naming it and exit status 2, and nothing is written.
+
+Defaults (each printed when used):
+
+* ``--profile``: the embedded default (published ResNet-50 figures on A100, cited);
+* ``--curves``: the shipped digits learning-curve benchmark;
+* ``--gpus-per-trial``: every power of two up to the budget that places evenly on the nodes,
+  plus the fractions 1/k for the co-location counts k the profile measured, or 1/2 and 1/4 under
+  the time-slicing assumption when it measured none;
+* ``--gpus-per-node``: the profile's, else 4;
+* ``--max-epochs``: the curves' length; ``--min-epochs`` 1; ``--eta`` 3;
+* ``--brackets``: one full HyperBand iteration (s_max + 1 brackets) for HyperBand and BOHB, and
+  ASHA creates as many trials as those brackets start (``--trials N`` gives all three N trials).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from nasalloc.cli import out_option, quiet_option, seed_option
+from nasalloc.errors import UserError
+
+ALGORITHM_NAMES = ("hyperband", "asha", "bohb")
+
+
+def parse_algorithms(text: str) -> tuple:
+    from .schedulers import ALGORITHMS
+
+    names = [item.strip().lower() for item in str(text).split(",") if item.strip()]
+    if not names:
+        raise UserError(f"--algorithms {text!r} is empty (expected a list of {', '.join(ALGORITHMS)})")
+    for name in names:
+        if name not in ALGORITHMS:
+            raise UserError(f"--algorithms: unknown algorithm {name!r} (expected {', '.join(ALGORITHMS)})")
+    return tuple(dict.fromkeys(names))
+
+
+def _positive(name: str, value, allow_none: bool = True):
+    if value is None and allow_none:
+        return None
+    if value is None or value < 1:
+        raise UserError(f"{name} {value!r} must be a whole number >= 1")
+    return value
+
+
+@click.command("simulate")
+@click.option("--budget", type=int, required=True, help="GPUs of the whole search (e.g. 64).")
+@click.option("--profile", "profile_path", type=str, default=None,
+              help="profile.json from `nasalloc profile` [default: embedded published A100 profile].")
+@click.option("--curves", "curves_path", type=str, default=None,
+              help="Learning curves: a trace CSV (docs/formats.md) [default: shipped digits benchmark].")
+@click.option("--algorithms", default="hyperband,asha,bohb", show_default=True, help="Comma-separated list.")
+@click.option("--gpus-per-trial", "gpus_per_trial", default=None,
+              help="Splits to compare, e.g. 0.5,1,2,4 (fractions: trials share a GPU) "
+                   "[default: powers of two up to the budget, plus 1/2 and 1/4].")
+@click.option("--gpus-per-node", "gpus_per_node", type=int, default=None,
+              help="GPUs per node [default: the profile's, else 4].")
+@click.option("--max-epochs", "max_epochs", type=int, default=None, help="max_t [default: the curves' length].")
+@click.option("--min-epochs", "min_epochs", type=int, default=1, show_default=True, help="min_t.")
+@click.option("--eta", type=int, default=3, show_default=True, help="Reduction factor.")
+@click.option("--trials", type=int, default=None, help="Trials to create (HyperBand/BOHB fill brackets with them).")
+@click.option("--brackets", type=int, default=None,
+              help="HyperBand/BOHB brackets to run [default: one full iteration; ASHA gets as many trials].")
+@click.option("--semantics", type=click.Choice(["ray", "reference"]), default="ray", show_default=True,
+              help="Bracket shapes of Ray Tune or of the papers (Li et al.; HpBandSter).")
+@click.option("--seeds", type=int, default=10, show_default=True, help="Seeds per split.")
+@seed_option
+@click.option("--objective", type=click.Choice(["makespan", "deadline"]), default="makespan", show_default=True,
+              help="Shortest search, or best metric by --deadline.")
+@click.option("--deadline", type=float, default=None, help="Seconds, with --objective deadline.")
+@out_option("results/simulate")
+@click.option("--jobs", type=int, default=None, help="Parallel processes [default: CPU count].")
+@quiet_option
+def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus_per_node, max_epochs, min_epochs,
+             eta, trials, brackets, semantics, seeds, seed, objective, deadline, out, jobs, quiet):
+    """Simulate every split of --budget GPUs and predict the fastest (plan.json, plots, records)."""
+    from .setup import prepare
+
+    began = time.perf_counter()
+    plan_input = _one_line_errors(prepare)(budget=budget, profile_path=profile_path, curves_path=curves_path, algorithms=algorithms,
+                         gpus_per_trial=gpus_per_trial, gpus_per_node=gpus_per_node, max_epochs=max_epochs,
+                         min_epochs=min_epochs, eta=eta, trials=trials, brackets=brackets, semantics=semantics,
+                         seeds=seeds, seed=seed, objective=objective, deadline=deadline, out=out, jobs=jobs)
+    say = (lambda *a, **k: None) if quiet else (lambda text: click.echo(text, err=True))
+    for note in plan_input.notes:
+        say(f"note: {note}")
+    spec = plan_input.spec
+    say(f"simulating {len(spec.runs())} runs: {', '.join(spec.algorithms)} x {len(spec.splits)} splits "
+        f"({', '.join(_label(g) for g in spec.splits)}) x {len(spec.seeds)} seeds on {spec.budget} GPUs, "
+        f"{spec.gpus_per_node} per node, {plan_input.jobs} process(es)")
+
+    from .report import summary_table, write_report
+    from .sweep import run_sweep
+
+    progress = None if quiet else _Progress()
+    sweep = run_sweep(spec, plan_input.time_model, plan_input.table, plan_input.table.space, out,
+                      jobs=plan_input.jobs, progress=progress)
+    if progress:
+        progress.close()
+    plan = write_report(out, spec, sweep, plan_input.profile, plan_input.table, objective, plan_input.notes)
+    click.echo(summary_table(plan))
+    click.echo(plan_input.source_line)
+    elapsed = time.perf_counter() - began
+    click.echo(f"simulated {sweep.simulated} run(s) ({sweep.epochs:,} trial-epochs; "
+               f"{len(spec.runs()) - sweep.simulated} already in {out}) in {elapsed:.1f} s; wrote {out}/plan.json, "
+               f"simulations.csv, events_*.jsonl, makespan.png, best_so_far.png, occupancy.png")
+
+
+def _one_line_errors(function):
+    """Some libraries' messages (ConfigSpace) span lines: keep the first, as the CLI promises."""
+    def wrapped(**kwargs):
+        try:
+            return function(**kwargs)
+        except UserError as err:
+            lines = str(err).strip().splitlines() or [""]
+            if len(lines) > 1:
+                raise UserError(lines[0]) from None
+            raise
+    return wrapped
+
+
+def _label(g: float) -> str:
+    return f"1/{round(1 / g)}" if g < 1 else str(int(g))
+
+
+class _Progress:
+    """A bar on a terminal, else one line per finished run (on stderr)."""
+
+    def __init__(self):
+        self.tty = sys.stderr.isatty()
+        self.began = time.perf_counter()
+
+    def __call__(self, done: int, total: int, row: dict) -> None:
+        elapsed = time.perf_counter() - self.began
+        what = (f"{row['algorithm']} {_label(float(row['gpus_per_trial']))} GPU/trial seed {row['seed']}: "
+                f"makespan {float(row['makespan_s']) / 3600:.1f} h")
+        if self.tty:
+            filled = int(30 * done / total)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {elapsed:5.1f}s {what:<60}")
+            sys.stderr.flush()
+        else:
+            sys.stderr.write(f"simulate: {done}/{total} {what}\n")
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")

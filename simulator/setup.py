@@ -1,0 +1,112 @@
+"""Turn ``nasalloc simulate``'s options into a checked sweep, writing nothing.
+
+Every user mistake raises a one-line :class:`UserError` here, before the output folder exists;
+``notes`` collects each default the simulation falls back on, to be printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from nasalloc.errors import UserError
+
+from .cluster import (check_budget, default_gpus_per_trial, make_split, parse_gpus_per_trial)
+from .timemodel import FALLBACK_GPUS_PER_NODE, LoadedProfile, TimeModel, load_profile
+
+
+@dataclass
+class PreparedSweep:
+    spec: object               # sweep.SweepSpec
+    time_model: TimeModel
+    table: object              # curvetable.CurveTable (truncated to max_epochs)
+    profile: LoadedProfile
+    jobs: int
+    notes: list
+    source_line: str
+
+
+def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperband,asha,bohb",
+            gpus_per_trial=None, gpus_per_node=None, max_epochs=None, min_epochs=1, eta=3, trials=None,
+            brackets=None, semantics="ray", seeds=10, seed=0, objective="makespan", deadline=None,
+            out="results/simulate", jobs=None) -> PreparedSweep:
+    from .cli import parse_algorithms
+    from .curvetable import load_curve_table
+    from .schedulers import make_scheduler
+    from .schedulers.brackets import check_budget as check_epochs
+    from .schedulers.sampling import TableSource
+    from .sweep import SweepSpec, default_jobs, read_done_rows
+
+    notes: list[str] = []
+    names = parse_algorithms(algorithms)
+    budget = check_budget(budget)
+    for flag, value in (("--seeds", seeds), ("--jobs", jobs), ("--trials", trials), ("--brackets", brackets)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value!r} must be a whole number >= 1")
+    if trials is not None and brackets is not None:
+        raise UserError(f"--trials {trials} and --brackets {brackets}: give one or the other")
+    if objective == "deadline" and (deadline is None or not deadline > 0):
+        raise UserError(f"--objective deadline needs --deadline SECONDS > 0 (got {deadline!r})")
+    if objective != "deadline" and deadline is not None:
+        raise UserError(f"--deadline {deadline:g} only applies with --objective deadline")
+
+    profile = load_profile(profile_path)
+    model = profile.model
+    notes.extend(model.notes)
+    if profile.embedded:
+        notes.extend(f"default profile assumes: {a}" for a in profile.data.get("assumptions", []))
+    if gpus_per_node is None:
+        if model.gpus_per_node is not None:
+            gpus_per_node = model.gpus_per_node
+        else:
+            gpus_per_node = FALLBACK_GPUS_PER_NODE
+            notes.append(f"profile has no hardware.gpus_per_node: default {FALLBACK_GPUS_PER_NODE} GPUs per node")
+    elif gpus_per_node < 1:
+        raise UserError(f"--gpus-per-node {gpus_per_node!r} must be a whole number >= 1")
+
+    if gpus_per_trial is None:
+        splits = default_gpus_per_trial(budget, gpus_per_node, model.scaling.colocation)
+    else:
+        splits = parse_gpus_per_trial(gpus_per_trial)
+    normalised = sorted({make_split(budget, gpus_per_node, g).gpus_per_trial for g in splits})
+    for g in normalised:
+        if g > 1 and model.scaling.extrapolated(g):
+            notes.append(f"{g:g} GPUs per trial is outside the profile's measured "
+                         f"{model.scaling.measured_min_gpus:g}-{model.scaling.measured_max_gpus:g} GPUs: extrapolated")
+            break
+
+    table = load_curve_table(curves_path, profile.data)
+    if max_epochs is None:
+        max_epochs = table.max_epochs
+    try:
+        max_epochs, min_epochs, eta = check_epochs(max_epochs, min_epochs, eta)
+    except UserError as err:
+        raise UserError(str(err).replace("max_t=", "--max-epochs ").replace("min_t=", "--min-epochs ")
+                        .replace("eta=", "--eta ")) from None
+    table = table.truncated(max_epochs)
+    TableSource(table.space, table.configs)  # every config must lie in the space
+    notes.append(table.reference_note)
+
+    spec = SweepSpec(budget=budget, gpus_per_node=gpus_per_node, splits=tuple(normalised), algorithms=names,
+                     seeds=tuple(seed + i for i in range(seeds)), max_t=max_epochs, min_t=min_epochs, eta=eta,
+                     semantics=semantics, mode=table.mode, trials=trials, brackets=brackets,
+                     deadline_s=float(deadline) if deadline is not None else None,
+                     profile_sha256=profile.sha256, curves_sha256=table.sha256)
+    for name in names:  # scheduler arguments are checked by building each once
+        make_scheduler(name, source=TableSource(table.space, table.configs[:1]), max_t=spec.max_t,
+                       min_t=spec.min_t, eta=spec.eta, semantics=semantics, mode=spec.mode, seed=0,
+                       **spec.limits(name))
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    read_done_rows(Path(out), spec)  # a folder holding another sweep is refused here
+
+    if profile.embedded:
+        profile_text = f"embedded default profile ({profile.data.get('source', '')})"
+    else:
+        profile_text = f"profile {profile.path} (sha256 {profile.sha256[:12]})"
+    curves_text = (f"{'embedded ' if table.path.startswith('<') else ''}curves {table.path} "
+                   f"({table.workload or 'unnamed workload'}, {table.rows} configs x {table.max_epochs} epochs)")
+    source_line = f"used: {profile_text}; {curves_text}"
+    return PreparedSweep(spec=spec, time_model=model, table=table, profile=profile,
+                         jobs=jobs if jobs is not None else default_jobs(), notes=notes, source_line=source_line)
