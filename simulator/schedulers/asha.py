@@ -29,7 +29,7 @@ from nasalloc.errors import UserError
 from .base import (COMPLETED, DONE, FAILED, PAUSED, RUNNING, STOPPED, WAIT, Action, Decision,
                    Resume, Start)
 from .brackets import asha_rungs, check_budget, check_semantics
-from .common import SchedulerCore, SeedLike, check_count
+from .common import SchedulerCore, SeedLike, check_count, jfloat, ufloat
 
 VARIANTS = ("stopping", "promotion")
 
@@ -175,7 +175,8 @@ class ASHA(SchedulerCore):
 
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **self._core_state(), "recorded": self._recorded,
+        recorded = [[[t, jfloat(score)] for t, score in rung] for rung in self._recorded]
+        return {"name": self.name, **self._core_state(), "recorded": recorded,
                 "level": {str(t): k for t, k in self._level.items()},
                 "source_state": self._source_state}
 
@@ -188,7 +189,7 @@ class ASHA(SchedulerCore):
         self._level = {int(t): k for t, k in state["level"].items()}
         for k, rung in enumerate(state["recorded"]):
             for trial_id, score in rung:
-                self._record(k, int(trial_id), float(score))
+                self._record(k, int(trial_id), ufloat(score))
         if self.variant == "promotion":  # drop the candidates that were promoted already
             for k, rung in enumerate(self._candidates):
                 self._candidates[k] = [key for key in rung if self._level[key[2]] == k

@@ -61,6 +61,17 @@ def _plain(value: Any) -> Any:
 plain = _plain
 
 
+def jfloat(value: float):
+    """A float for strict JSON: non-finite ones as the strings 'nan', 'inf', '-inf'."""
+    value = float(value)
+    return value if math.isfinite(value) else repr(value)
+
+
+def ufloat(value) -> float:
+    """Inverse of :func:`jfloat` (float('nan') parses the strings)."""
+    return float(value)
+
+
 class SchedulerCore(Scheduler):
     """Trial book-keeping shared by HyperBand, BOHB and ASHA.
 

@@ -25,7 +25,7 @@ from nasalloc.errors import UserError
 from .base import (COMPLETED, DONE, FAILED, PAUSED, RUNNING, STOPPED, WAIT, Action, Decision,
                    Resume, Start)
 from .brackets import check_budget, check_semantics, hyperband_brackets
-from .common import SchedulerCore, SeedLike, check_count
+from .common import SchedulerCore, SeedLike, check_count, jfloat, ufloat
 
 
 class _Bracket:
@@ -62,7 +62,7 @@ class _Bracket:
     def to_dict(self) -> dict:
         return {"index": self.index, "shape": self.shape, "level": self.level,
                 "to_start": self.to_start, "live": list(self.live),
-                "results": [[t, s] for t, s in self.results.items()],
+                "results": [[t, jfloat(s)] for t, s in self.results.items()],
                 "to_resume": list(self.to_resume), "progress": self.progress}
 
     @classmethod
@@ -71,7 +71,7 @@ class _Bracket:
         bracket.level = data["level"]
         bracket.to_start = data["to_start"]
         bracket.live = list(data["live"])
-        bracket.results = {int(t): float(s) for t, s in data["results"]}
+        bracket.results = {int(t): ufloat(s) for t, s in data["results"]}
         bracket.to_resume = list(data["to_resume"])
         bracket.progress = data["progress"]
         return bracket
