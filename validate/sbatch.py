@@ -1,0 +1,179 @@
+"""A ready sbatch script that runs ``nasalloc validate`` for a plan inside one allocation.
+
+The script asks for the plan's nodes and GPUs per node (one task and ``cpus_per_task`` CPUs
+per GPU, so every rank's step fits), a time limit, and ``--signal=B:TERM@<lead>``: SLURM sends
+SIGTERM to the batch shell ``lead`` seconds before the time limit. The last line ``exec``\\ s
+``nasalloc validate ... --executor slurm --resume``, so that signal reaches the runner itself
+(a shell would die of it and leave the runner to be killed): the runner pauses its trials at
+their next epoch (checkpointing them), writes its state and exits. ``--requeue`` lets the
+cluster requeue it, and resubmitting the same file continues the run: ``--resume`` starts
+fresh when there is nothing to resume.
+
+:func:`sbatch_script` is pure (a golden-file test pins its text); :func:`request_from_plan`
+reads the shape from a plan; :func:`write_sbatch` writes it atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from nasalloc.errors import UserError
+from nasalloc.io import atomic_write_text
+
+#: seconds before the time limit that SLURM signals the runner (pause at the next epoch +
+#: checkpoint + state must fit; the runner kills what has not paused after its grace time)
+DEFAULT_SIGNAL_LEAD_S = 300
+#: margin on the plan's predicted makespans when no --time is given
+TIME_MARGIN = 1.5
+MIN_TIME_S = 15 * 60
+
+
+def parse_time_limit(text: str) -> int:
+    """SLURM's time formats -> seconds: 'MM', 'MM:SS', 'HH:MM:SS', 'D-HH', 'D-HH:MM', 'D-HH:MM:SS'."""
+    raw = str(text).strip()
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", raw)
+    if not match:
+        raise UserError(f"--time {text!r} is not a SLURM time limit (expected e.g. 90, 02:00:00 or 1-12:00:00)")
+    days, a, b, c = match.groups()
+    a, b, c = int(a), int(b or 0), int(c or 0)
+    if days is not None:  # D-HH[:MM[:SS]]
+        seconds = int(days) * 86400 + a * 3600 + b * 60 + c
+    elif match.group(4) is not None:  # HH:MM:SS
+        seconds = a * 3600 + b * 60 + c
+    elif match.group(3) is not None:  # MM:SS
+        seconds = a * 60 + b
+    else:  # MM
+        seconds = a * 60
+    if seconds <= 0:
+        raise UserError(f"--time {text!r} must be longer than zero")
+    return seconds
+
+
+def format_time_limit(seconds: int) -> str:
+    """Seconds -> 'HH:MM:SS' (or 'D-HH:MM:SS' from one day on), whole minutes rounded up."""
+    minutes = math.ceil(seconds / 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{days}-" if days else "") + f"{hours:02d}:{minutes:02d}:00"
+
+
+@dataclass
+class SbatchRequest:
+    """Everything the script says; :func:`request_from_plan` fills it from a plan."""
+
+    command: Sequence[str]          # the validate command line the script execs
+    nodes: int
+    gpus_per_node: int
+    time_s: int
+    cpus_per_task: int = 1          # CPUs per GPU rank
+    signal_lead_s: int = DEFAULT_SIGNAL_LEAD_S
+    job_name: str = "nasalloc-validate"
+    output: str = "slurm-%j.out"
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    notes: list = field(default_factory=list)  # comment lines at the top (what the plan predicts)
+
+    def __post_init__(self) -> None:
+        for name in ("nodes", "gpus_per_node", "cpus_per_task", "time_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"sbatch {name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+        if not 0 < self.signal_lead_s < self.time_s:
+            raise UserError(f"--signal-lead {self.signal_lead_s} s must be > 0 and shorter than the time limit "
+                            f"({self.time_s} s)")
+
+
+def sbatch_script(request: SbatchRequest) -> str:
+    """The text of the sbatch script (pure)."""
+    options = [
+        f"--job-name={request.job_name}",
+        f"--nodes={request.nodes}",
+        f"--gpus-per-node={request.gpus_per_node}",
+        f"--ntasks-per-node={request.gpus_per_node}",
+        f"--cpus-per-task={request.cpus_per_task}",
+        f"--time={format_time_limit(request.time_s)}",
+        f"--signal=B:TERM@{request.signal_lead_s}",
+        "--requeue",
+        "--open-mode=append",
+        f"--output={request.output}",
+    ]
+    if request.partition:
+        options.append(f"--partition={request.partition}")
+    if request.account:
+        options.append(f"--account={request.account}")
+    lines = ["#!/bin/bash",
+             "# nasalloc validate inside one SLURM allocation (written by `nasalloc validate --sbatch`).",
+             *(f"# {note}" for note in request.notes),
+             "# Submit with `sbatch FILE`; submit the same file again after the time limit: --resume",
+             "# continues without re-running finished work.",
+             *(f"#SBATCH {option}" for option in options),
+             "",
+             "# Trials run as job steps (srun) that nasalloc places itself, one rank per GPU.",
+             f"# SLURM sends SIGTERM to this shell {request.signal_lead_s} s before the time limit (--signal above);",
+             "# `exec` makes nasalloc this shell, so it gets the signal, pauses and checkpoints the",
+             "# running trials and writes its state before the allocation ends.",
+             "set -euo pipefail",
+             "exec " + shlex.join([str(part) for part in request.command]),
+             ""]
+    return "\n".join(lines)
+
+
+def validate_command(plan: str, out: str, extra: Sequence[str] = (), program: str = "nasalloc") -> list:
+    """The command line the script runs: always the slurm executor, always --resume."""
+    return [program, "validate", "--plan", str(plan), "--out", str(out), *map(str, extra),
+            "--executor", "slurm", "--resume"]
+
+
+def plan_shape(plan: dict) -> tuple:
+    """(nodes, gpus_per_node) the plan's budget needs."""
+    try:
+        budget, gpus_per_node = int(plan["budget"]), int(plan.get("gpus_per_node") or plan["budget"])
+    except (KeyError, TypeError, ValueError):
+        raise UserError("the plan names no budget and gpus_per_node; is it a nasalloc plan.json?") from None
+    if budget < 1 or gpus_per_node < 1:
+        raise UserError(f"the plan's budget {budget} and gpus_per_node {gpus_per_node} must be >= 1")
+    return math.ceil(budget / gpus_per_node), min(budget, gpus_per_node)
+
+
+def predicted_seconds(plan: dict, algorithms: Optional[Sequence[str]] = None) -> float:
+    """Sum of the predicted makespans of the splits validate runs (best and worst per algorithm)."""
+    total = 0.0
+    for name, entry in (plan.get("algorithms") or {}).items():
+        if algorithms and name not in algorithms:
+            continue
+        for which in ("best", "worst"):
+            total += float((entry.get(which) or {}).get("makespan_s") or 0.0)
+    return total
+
+
+def request_from_plan(plan: dict, command: Sequence[str], time_limit: Optional[str] = None,
+                      cpus_per_task: int = 1, signal_lead_s: int = DEFAULT_SIGNAL_LEAD_S,
+                      output: str = "slurm-%j.out", algorithms: Optional[Sequence[str]] = None,
+                      **options) -> SbatchRequest:
+    """The request for ``plan``: its nodes and GPUs per node, and ``time_limit`` or, without one,
+    the predicted makespans x1.5 plus the signal lead (at least 15 minutes)."""
+    nodes, gpus_per_node = plan_shape(plan)
+    predicted = predicted_seconds(plan, algorithms)
+    if time_limit is not None:
+        time_s = parse_time_limit(time_limit)
+    else:
+        time_s = max(MIN_TIME_S, math.ceil(predicted * TIME_MARGIN) + signal_lead_s)
+    notes = [f"Plan: budget {plan.get('budget')} GPUs on {nodes} node(s) of {gpus_per_node}; "
+             f"predicted makespans of the validated splits sum to {predicted / 60:.1f} min."]
+    return SbatchRequest(command=list(command), nodes=nodes, gpus_per_node=gpus_per_node, time_s=time_s,
+                         cpus_per_task=cpus_per_task, signal_lead_s=signal_lead_s, output=output,
+                         notes=notes, **options)
+
+
+def write_sbatch(path: Path, text: str) -> Path:
+    """Write the script atomically and make it executable."""
+    path = Path(path)
+    atomic_write_text(path, text)
+    os.chmod(path, 0o755)
+    return path

@@ -1,0 +1,79 @@
+"""The ``slurm`` executor: inside an allocation, every trial segment is one job step.
+
+``nasalloc validate --executor slurm`` (run from the batch script, see :mod:`.sbatch`) hands
+each segment to the profiler's :class:`~nasalloc.profiler.slurm.SlurmLauncher`:
+
+* the runner places trials with the simulator's slots (global GPU indices, ``node *
+  gpus_per_node + i``); :func:`~nasalloc.profiler.slurm.hosts_of_devices` turns a slot into
+  its hosts, so a trial that fits on a node gets ``--nodelist`` that node, a larger one whole
+  nodes, exactly as simulated. Which GPUs of a node a step gets is SLURM's choice; a step
+  sees them in CUDA_VISIBLE_DEVICES;
+* a fractional split (k trials per GPU) cannot be expressed as GPU requests (SLURM never gives
+  one GPU to two steps), so its steps share the node's GPUs (``--overlap``) and each task
+  keeps the one its slot names (``trials_per_gpu`` > 1);
+* a failed or killed step ends with srun's first failing task (rank, host, exit status) and
+  its log in the ``fail`` record; its slot goes back to the runner's pool;
+* the allocation's SIGTERM reaches the runner only (``--signal=B:TERM@...`` and ``exec`` in the
+  batch script); steps run in their own sessions, so the runner pauses them at their next
+  epoch, writes its state, and ``--resume`` in the next allocation continues.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Optional
+
+from nasalloc.errors import UserError
+from nasalloc.profiler.launch import DDPJob
+from nasalloc.profiler.slurm import SlurmLauncher, hosts_of_devices
+
+from .executor import Executor, JobSpec, register_executor
+
+TRIAL_MODULE = "nasalloc.validate.trial"
+
+
+class SlurmExecutor(Executor):
+    name = "slurm"
+
+    def __init__(self, device: str = "cpu", gpus_per_node: Optional[int] = None, trials_per_gpu: int = 1,
+                 launcher: Optional[SlurmLauncher] = None):
+        self.device = device
+        self.launcher = launcher or SlurmLauncher.from_environment(gpus_per_node)
+        self.allocation = self.launcher.allocation
+        self.gpus_per_node = self.launcher.gpus_per_node
+        self.trials_per_gpu = int(trials_per_gpu)
+
+    def check(self, ranks: int, slots: int) -> None:
+        gpn, alloc = self.gpus_per_node, self.allocation
+        where = f"SLURM job {alloc.job_id} ({alloc.nodes} node(s) of {gpn} GPU(s), {min(alloc.cpus_per_node)} CPUs)"
+        if ranks > gpn and ranks % gpn:
+            raise UserError(f"trials of {ranks} GPUs span nodes of {gpn} GPUs unevenly in {where}; "
+                            f"a trial on several nodes takes whole nodes")
+        if ranks > alloc.nodes * gpn:
+            raise UserError(f"trials of {ranks} GPUs do not fit {where}")
+        # ranks running at once on one node, each with its CPUs: more would wait for CPUs
+        at_once = min(gpn, ranks * slots) if self.trials_per_gpu == 1 else min(gpn * self.trials_per_gpu, slots)
+        if at_once * self.launcher.cpus_per_task > min(alloc.cpus_per_node):
+            raise UserError(f"{at_once} rank(s) at once per node x {self.launcher.cpus_per_task} CPU(s) "
+                            f"do not fit {where}; use a smaller budget or ask sbatch for more CPUs")
+
+    def runner_host(self) -> str:
+        here = {"localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()}
+        if all(host in here for host in self.allocation.hosts):
+            return "127.0.0.1"
+        return socket.gethostname()  # ranks on other nodes reach the runner by this name
+
+    def launch(self, spec: JobSpec):
+        shared = max(self.trials_per_gpu, int(getattr(spec, "trials_per_gpu", 1) or 1)) > 1
+        devices = list(spec.devices)[:1] if shared else list(spec.devices)
+        if not shared and len(devices) != spec.ranks:
+            raise UserError(f"trial {spec.trial_id}: {spec.ranks} rank(s) but GPUs {devices}")
+        hosts, per_node = hosts_of_devices(self.allocation, devices, self.gpus_per_node)
+        job = DDPJob(module=TRIAL_MODULE, args=list(spec.argv), ranks=spec.ranks, nodes=len(hosts),
+                     device=spec.device, env=dict(spec.env), log_dir=spec.log_dir,
+                     name=f"trial{spec.trial_id}-s{spec.segment}")
+        gpu_index = int(devices[0]) % self.gpus_per_node if shared else None
+        return self.launcher.start_step(job, hosts, per_node, gpu_index=gpu_index)
+
+
+register_executor("slurm", SlurmExecutor)
