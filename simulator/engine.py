@@ -111,7 +111,6 @@ class _Simulation:
         self.waiters: deque = deque()   # wake-up events of slots told WAIT, oldest first
         self.active = 0          # segments holding GPUs (running, starting up or saving)
         self.retired = 0
-        self.done_seen = False
         self.makespan = 0.0
         self.busy_slot_s = 0.0
         self.epochs = 0
@@ -239,9 +238,8 @@ class _Simulation:
         self.notify()
 
     def finish_search(self) -> None:
-        if self.done_seen:
-            return
-        self.done_seen = True
+        """DONE: trials still paused were stopped by the scheduler; record it (asked again on every
+        DONE, since a trial running when the first DONE came may pause afterwards)."""
         for trial in self.trials.values():
             if trial.paused:
                 trial.paused = False

@@ -1,0 +1,88 @@
+import json
+import math
+
+import pytest
+
+from nasalloc.data import data_path
+from nasalloc.errors import UserError
+from nasalloc.simulator.defaultprofile import build_default_profile
+from nasalloc.simulator.timemodel import load_profile, time_model_from_profile
+
+from .simdata import write_profile
+
+
+def test_embedded_default_reproduces_the_published_throughput():
+    profile = load_profile()
+    assert profile.embedded and len(profile.sha256) == 64
+    source = profile.data["source"]
+    assert "DeepLearningExamples" in source and "938" in source and "7,248" in source
+    model = profile.model
+    # 938 img/s on 1 GPU and 7,248 on 8 (one DGX A100 node): the ratio of epoch times.
+    assert model.reference_epoch_seconds(1) / model.reference_epoch_seconds(8, nodes=1) == pytest.approx(7248 / 938,
+                                                                                                      rel=1e-4)
+    assert model.gpus_per_node == 4
+    # Crossing nodes costs more than staying on one.
+    assert model.reference_epoch_seconds(8, nodes=2) > model.reference_epoch_seconds(8, nodes=1)
+    # Every default it rests on is stated.
+    assert any("start-up" in a for a in profile.data["assumptions"])
+    assert any("time-sliced" in a for a in profile.data["assumptions"])
+
+
+def test_default_profile_is_what_the_builder_makes_of_its_embedded_rows():
+    shipped = json.loads(data_path("default_profile.json").read_text())
+    rebuilt = build_default_profile(shipped["published"], created=shipped["created"])
+    assert rebuilt == shipped
+
+
+def test_profile_fields_are_read(tmp_path):
+    write_profile(tmp_path / "p.json")
+    model = load_profile(str(tmp_path / "p.json")).model
+    assert model.overhead("startup_s", 4) == 3.0
+    assert model.epoch_cv == 0.02 and model.gpus_per_node == 4
+    assert model.scaling.colocated_slowdown(2) == 1.6
+    assert model.notes == []  # nothing fell back on a default
+    assert model.noise_sigma() == pytest.approx(math.sqrt(math.log1p(0.02 ** 2)))
+
+
+def test_missing_optional_fields_fall_back_on_stated_defaults(tmp_path):
+    write_profile(tmp_path / "p.json", overheads=None, variability=None, hardware=None)
+    model = load_profile(str(tmp_path / "p.json")).model
+    assert model.overhead("startup_s", 1) == 0.0 and model.epoch_cv == 0.0 and model.gpus_per_node is None
+    text = " ".join(model.notes)
+    assert "startup_s" in text and "checkpoint_save_s" in text and "epoch_cv" in text
+
+
+def test_overheads_per_gpu_count_are_interpolated_in_log2():
+    profile = {"schema": "nasalloc.profile/1", "model": {"t_compute": 1.0},
+               "measurements": [{"gpus": 1, "kind": "ddp", "startup_s": 2.0},
+                                {"gpus": 4, "kind": "ddp", "startup_s": 6.0},
+                                {"gpus": 4, "kind": "ddp", "startup_s": 8.0}]}
+    model = time_model_from_profile(profile)
+    assert model.overhead("startup_s", 1) == 2.0
+    assert model.overhead("startup_s", 2) == pytest.approx(4.5)   # halfway in log2 to the mean 7.0
+    assert model.overhead("startup_s", 16) == 7.0                 # held beyond the measured counts
+    assert model.overhead("startup_s", 0.5) == 2.0                # a shared GPU: as one GPU
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"schema": None}, "missing field 'schema'"),
+    ({"model": None}, "missing field 'model'"),
+    ({"schema": "other/2"}, "'other/2' is not supported"),
+    ({"model": {"t_fixed": 1.0}}, "missing field"),
+    ({"overheads": {"startup_s": -1}}, "overheads.startup_s=-1"),
+    ({"variability": {"epoch_cv": "x"}}, "variability.epoch_cv='x'"),
+    ({"hardware": {"gpus_per_node": 0}}, "gpus_per_node=0"),
+])
+def test_bad_profiles_fail_with_one_line(tmp_path, changes, words):
+    write_profile(tmp_path / "p.json", **changes)
+    with pytest.raises(UserError, match=words) as info:
+        load_profile(str(tmp_path / "p.json"))
+    assert "\n" not in str(info.value)
+
+
+def test_unreadable_profiles(tmp_path):
+    with pytest.raises(UserError, match="profile not found"):
+        load_profile(str(tmp_path / "absent.json"))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_profile(str(tmp_path / "bad.json"))
