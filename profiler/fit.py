@@ -214,7 +214,7 @@ def fit_profile(measurements: list) -> tuple:
         "fixed": model.fixed,
         "gamma_loo_rel_error": {str(g): c[0] for g, c in candidates.items()} if len(candidates) > 1 else None,
         "points": [
-            {"gpus": p.gpus, "nodes": p.nodes, "epochs": len(p.epochs), "measured_s": p.mean,
+            {"gpus": int(p.gpus) if p.gpus == int(p.gpus) else p.gpus, "nodes": p.nodes, "epochs": len(p.epochs), "measured_s": p.mean,
              "predicted_s": q, "rel_error": abs(q - p.mean) / p.mean,
              "loo_predicted_s": lq, "loo_rel_error": None if lq is None else abs(lq - p.mean) / p.mean}
             for p, q, lq in zip(points, predicted, loo_predictions)

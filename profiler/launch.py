@@ -420,7 +420,10 @@ def get_launcher(name: str, gpus_per_node: Optional[int] = None) -> Launcher:
                     name = "slurm"
             except UserError:
                 pass  # no SLURM support installed: stay local
-    return _launcher_class(name).from_environment(gpus_per_node)
+    try:
+        return _launcher_class(name).from_environment(gpus_per_node)
+    except UserError as err:
+        raise UserError(f"launcher {name!r}: {err}") from None
 
 
 def run_job(launcher: Launcher, job: DDPJob, timeout: Optional[float] = None) -> RunningJob:

@@ -1,0 +1,379 @@
+"""Measure a workload on each requested GPU count, fit the scaling model, write profile.json.
+
+:func:`prepare` checks everything a user typed before anything runs or is written (one-line
+``UserError`` otherwise); :func:`run_profile` then measures one GPU count after the other:
+
+* g >= 1: one DDP job of g ranks per repeat (:mod:`nasalloc.profiler.worker`);
+* g = 1/k < 1: k independent single-rank trials at once on one device (co-located), giving the
+  per-trial slowdown of sharing against the g = 1 epoch (measured first, added if not asked).
+
+After each g the profile is rewritten (atomically, ``"complete": false`` until the end), so a
+run that is interrupted keeps what it measured. A g whose job runs out of memory is skipped
+with its reason (``skipped`` in the profile); any other failure stops the run with the failing
+rank's last lines.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from nasalloc.errors import UserError
+from nasalloc.io import atomic_write_json
+
+from . import fit as fitting
+from .launch import DDPJob, Launcher
+
+SCHEMA = "nasalloc.profile/1"
+WORKER_MODULE = "nasalloc.profiler.worker"
+#: co-located CPU trials allowed per core (they time-slice; more says little and costs memory)
+CPU_COLOCATION_PER_CORE = 4
+OOM_MARKERS = ("out of memory", "outofmemoryerror", "cuda error: out of memory", "cannot allocate memory")
+
+
+class ProfileFailed(RuntimeError):
+    """A measuring job failed for a reason other than the hardware's capacity."""
+
+
+def parse_gpus(text: str) -> list:
+    """'1,2,4,0.5' -> [1, 2, 4, 0.5]: whole GPU counts >= 1 or fractions 1/k of one GPU."""
+    values = []
+    for token in str(text).split(","):
+        token = token.strip()
+        try:
+            value = Fraction(token)
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"--gpus value {token!r} is not a number (expected e.g. 1,2,4 or 0.5)") from None
+        if value <= 0:
+            raise UserError(f"--gpus value {token!r} must be > 0")
+        if value >= 1 and value.denominator != 1:
+            raise UserError(f"--gpus value {token!r} is not a whole number of GPUs or a fraction 1/k of one")
+        if value < 1:
+            k = round(1 / value)
+            if abs(float(value) * k - 1) > 2e-3:  # accepts 0.333 for 1/3, refuses 0.4
+                raise UserError(f"--gpus value {token!r} is not a fraction 1/k of a GPU (k trials sharing it)")
+            values.append(1.0 / k)
+        else:
+            values.append(float(int(value)))
+    return sorted(set(values), key=lambda g: (g < 1, g if g >= 1 else -g))
+
+
+def load_config(text: Optional[str], reference: dict) -> dict:
+    """The config to time: the reference, updated by a JSON object given inline or as a file."""
+    if text is None:
+        return dict(reference)
+    source = "--config"
+    if not text.lstrip().startswith(("{", "[")):
+        path = Path(text)
+        if not path.is_file():
+            raise UserError(f"--config {text!r} is neither a JSON object nor a file")
+        source, text = f"--config file {path}", path.read_text(encoding="utf-8")
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{source} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(given, dict):
+        raise UserError(f"{source} must be a JSON object of hyperparameters, got {type(given).__name__}")
+    return {**reference, **given}
+
+
+@dataclass
+class ProfileRequest:
+    gpus: list
+    workload: str
+    workload_options: dict
+    config: dict
+    device: str
+    launcher: Launcher
+    out: Path
+    warmup: int = 1
+    epochs: int = 3
+    repeats: int = 1
+    seed: int = 0
+    timeout_s: Optional[float] = None
+    gpus_per_node: Optional[int] = None
+    command: str = ""
+    nodes: dict = field(default_factory=dict)   # g -> nodes its job spans
+    added_baseline: bool = False                # g = 1 added for co-location's baseline
+
+    @property
+    def plot_path(self) -> Path:
+        return self.out.with_suffix(".png")
+
+
+def prepare(*, gpus: str, workload: str, config: Optional[str], warmup: int, epochs: int,
+            steps: Optional[int], repeats: int, launcher: Launcher, device: str, data_dir: Optional[str],
+            out: str, seed: int, gpus_per_node: Optional[int] = None, timeout_s: Optional[float] = None,
+            command: str = "") -> ProfileRequest:
+    """Validate every input (nothing is run or written yet) and return the request."""
+    from nasalloc.workloads.distributed import resolve_device
+    from nasalloc.workloads.registry import load_workload
+
+    counts = parse_gpus(gpus)
+    for name, value, low in (("--warmup", warmup, 0), ("--epochs", epochs, 1), ("--repeats", repeats, 1)):
+        if value < low:
+            raise UserError(f"{name} must be >= {low}, got {value}")
+    if steps is not None and steps < 1:
+        raise UserError(f"--steps must be >= 1, got {steps}")
+    if timeout_s is not None and timeout_s <= 0:
+        raise UserError(f"--timeout must be > 0 seconds, got {timeout_s:g}")
+    out_path = Path(out)
+    if out_path.is_dir():
+        raise UserError(f"--out {out!r} is a folder; give the profile's file name (e.g. results/profile.json)")
+    if out_path.suffix != ".json":
+        raise UserError(f"--out {out!r} must end in .json")
+    options = {}
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise UserError(f"--data-dir {data_dir!r} is not a folder")
+        options["data_dir"] = str(Path(data_dir).resolve())
+    if steps is not None:
+        options["steps_per_epoch"] = steps
+    chosen = load_workload(workload, **options)
+    resolved = resolve_device(device)
+    request = ProfileRequest(gpus=counts, workload=workload, workload_options=options,
+                             config=load_config(config, chosen.reference_config()), device=resolved,
+                             launcher=launcher, out=out_path, warmup=warmup, epochs=epochs, repeats=repeats,
+                             seed=seed, timeout_s=timeout_s, gpus_per_node=gpus_per_node, command=command)
+    if any(g < 1 for g in counts) and 1.0 not in counts:
+        request.gpus = [1.0] + counts  # co-location slowdown is against a trial alone on one GPU
+        request.added_baseline = True
+    _check_capacity(request)
+    return request
+
+
+def _check_capacity(request: ProfileRequest) -> None:
+    launcher, device = request.launcher, request.device
+    capacity = launcher.capacity(device)
+    for g in request.gpus:
+        if g >= 1:
+            ranks = int(g)
+            nodes = launcher.nodes_for(ranks, device)
+            probe = DDPJob(module=WORKER_MODULE, ranks=ranks, nodes=min(nodes, ranks), device=device)
+            try:
+                launcher.check(probe)
+            except UserError as err:
+                raise UserError(f"--gpus value {_g(g)}: {err}") from None
+            request.nodes[g] = probe.nodes
+        else:
+            k = round(1 / g)
+            if device == "cuda" and capacity.gpus < 1:
+                raise UserError(f"--gpus value {_g(g)}: no GPU visible to share")
+            limit = CPU_COLOCATION_PER_CORE * capacity.cpus
+            if device == "cpu" and k > limit:
+                raise UserError(f"--gpus value {_g(g)}: {k} co-located CPU trials exceed {limit} "
+                                f"({CPU_COLOCATION_PER_CORE} per core of {capacity.cpus})")
+            request.nodes[g] = 1
+
+
+def _g(g: float) -> str:
+    return str(int(g)) if g >= 1 else f"{g:g}"
+
+
+def _worker_args(request: ProfileRequest, result: Path, checkpoint: Path) -> list:
+    return ["--result", str(result), "--workload", request.workload, "--config", json.dumps(request.config),
+            "--options", json.dumps(request.workload_options), "--seed", str(request.seed),
+            "--device", request.device, "--warmup", str(request.warmup), "--epochs", str(request.epochs),
+            "--checkpoint", str(checkpoint)]
+
+
+def _run_jobs(request: ProfileRequest, jobs: list, label: str) -> Optional[str]:
+    """Run jobs together; None when all succeeded, else the reason to skip (out of memory)."""
+    running = [request.launcher.start(job) for job in jobs]
+    deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
+    try:
+        for job in running:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if job.wait(left) is None:
+                job.terminate(f"timed out after {request.timeout_s:g} s")
+    finally:
+        for job in running:
+            if job.poll() is None:
+                job.terminate("interrupted")
+    failed = [job for job in running if job.returncode != 0]
+    if not failed:
+        return None
+    first = failed[0]
+    tail = first.stderr_tail(40)
+    if any(marker in tail.lower() for marker in OOM_MARKERS):
+        return f"out of memory ({first.failure})"
+    raise ProfileFailed(f"{label} failed: {first.failure}\n{tail}")
+
+
+def _measure_ddp(request: ProfileRequest, g: float, repeat: int, scratch: Path) -> dict:
+    ranks = int(g)
+    tag = f"g{ranks}-r{repeat}"
+    result = scratch / f"{tag}.json"
+    job = DDPJob(module=WORKER_MODULE, args=_worker_args(request, result, scratch / f"{tag}.ckpt"),
+                 ranks=ranks, nodes=request.nodes[g], device=request.device, log_dir=scratch / "logs" / tag,
+                 name=f"profile-{tag}")
+    skip = _run_jobs(request, [job], f"g={ranks}")
+    if skip:
+        return {"skip": skip}
+    data = json.loads(result.read_text())
+    return {"gpus": ranks, "kind": "ddp", "nodes": request.nodes[g], "repeat": repeat, **_common(data)}
+
+
+def _measure_colocated(request: ProfileRequest, g: float, repeat: int, scratch: Path) -> dict:
+    k = round(1 / g)
+    tag = f"coloc{k}-r{repeat}"
+    group = scratch / tag
+    shared = None
+    if request.device == "cuda":
+        ids = getattr(request.launcher, "visible_gpu_ids", lambda: [])()
+        shared = [ids[0]] if ids else None
+    jobs = []
+    for i in range(k):
+        args = _worker_args(request, scratch / f"{tag}-{i}.json", scratch / f"{tag}-{i}.ckpt")
+        args += ["--group-dir", str(group), "--group-size", str(k), "--group-index", str(i)]
+        jobs.append(DDPJob(module=WORKER_MODULE, args=args, ranks=1, device=request.device, gpu_ids=shared,
+                           log_dir=scratch / "logs" / f"{tag}-{i}", name=f"profile-{tag}-{i}"))
+    skip = _run_jobs(request, jobs, f"g={g:g} ({k} co-located trials)")
+    if skip:
+        return {"skip": skip}
+    trials = [json.loads((scratch / f"{tag}-{i}.json").read_text()) for i in range(k)]
+    merged = {key: [x for t in trials for x in t[key]]
+              for key in ("epoch_seconds", "train_seconds", "eval_seconds", "samples", "samples_per_second",
+                          "sync_fraction", "val_metric")}
+    means = {key: _mean([t[key] for t in trials]) for key in ("startup_s", "checkpoint_save_s",
+                                                              "checkpoint_load_s", "eval_s")}
+    return {"gpus": g, "kind": "colocated", "trials_per_gpu": k, "nodes": 1, "repeat": repeat,
+            "shared_device": (f"one CUDA GPU (id {shared[0]})" if shared else
+                              "cpu: co-located processes on this machine's cores, not a GPU"),
+            **merged, **means,
+            "trial_epoch_seconds": [t["epoch_seconds"] for t in trials],
+            "peak_memory_mb": max(t["peak_memory_mb"] for t in trials),
+            "peak_memory_kind": trials[0]["peak_memory_kind"], "ranks": 1,
+            "environment": trials[0]["environment"], "workload": trials[0]["workload"],
+            "global_batch": trials[0]["global_batch"], "steps_per_epoch": trials[0]["steps_per_epoch"]}
+
+
+def _common(data: dict) -> dict:
+    keep = ("epoch_seconds", "samples_per_second", "sync_fraction", "startup_s", "checkpoint_save_s",
+            "checkpoint_load_s", "eval_s", "peak_memory_mb", "peak_memory_kind", "train_seconds",
+            "eval_seconds", "samples", "val_metric", "ranks", "backend", "global_batch", "steps_per_epoch",
+            "environment", "workload", "torch_threads")
+    return {key: data.get(key) for key in keep}
+
+
+def _mean(values) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def describe_measurement(m: dict, alone_epoch_s: Optional[float]) -> str:
+    """The progress line of one measured g."""
+    epochs = np.array(m["epoch_seconds"])
+    cv = float(epochs.std() / epochs.mean()) if len(epochs) > 1 else 0.0
+    if m["kind"] == "colocated":
+        where = "GPU" if m["shared_device"].startswith("one CUDA") else "CPU cores, not a GPU"
+        slow = f", slowdown {epochs.mean() / alone_epoch_s:.2f}x vs alone" if alone_epoch_s else ""
+        return (f"g={m['gpus']:g}: {m['trials_per_gpu']} trials sharing one device ({where}): "
+                f"per-trial epoch {epochs.mean():.3f} s ±{cv:.0%}{slow}")
+    sync = [s for s in m["sync_fraction"] if s is not None]
+    sync_text = f", sync {np.mean(sync):.0%}" if sync and m["gpus"] > 1 else ""
+    return (f"g={_g(m['gpus'])}: {int(m['gpus'])} rank(s) on {m['nodes']} node(s): epoch {epochs.mean():.3f} s "
+            f"±{cv:.0%}, {np.mean(m['samples_per_second']):.0f} samples/s, start-up {m['startup_s']:.1f} s"
+            f"{sync_text}, peak {m['peak_memory_mb']:.0f} MB")
+
+
+def build_profile(request: ProfileRequest, measurements: list, skipped: list, complete: bool) -> dict:
+    """The profile.json object (docs/formats.md) of what was measured so far."""
+    model, report = fitting.fit_profile(measurements)
+    first = measurements[0]
+    env = first["environment"]
+    capacity = request.launcher.capacity(request.device)
+    workload = dict(first["workload"] or {})
+    if "samples_per_epoch" in workload:
+        workload["train_set_samples"] = workload.pop("samples_per_epoch")
+    workload.update(spec=request.workload, config=request.config, options=request.workload_options,
+                    global_batch=first["global_batch"], steps_per_epoch=first["steps_per_epoch"],
+                    samples_per_epoch=first["samples"][0] if first["samples"] else None)
+    workload.setdefault("synthetic_data", False)
+    overheads = {name: _mean(m.get(name) for m in measurements if m["kind"] == "ddp")
+                 for name in ("startup_s", "checkpoint_save_s", "checkpoint_load_s", "eval_s")}
+    cv = fitting.epoch_cv(measurements)
+    public = [{k: v for k, v in m.items() if k not in ("environment", "workload", "global_batch",
+                                                       "steps_per_epoch")} for m in measurements]
+    return {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": request.command or "nasalloc profile",
+        "complete": complete,
+        "hardware": {"device": request.device, "device_names": env["device_names"],
+                     "device_count": capacity.gpus if request.device == "cuda" else 0,
+                     "gpus_per_node": request.gpus_per_node or (capacity.gpus_per_node or None),
+                     "nodes": max(m["nodes"] for m in measurements), "hostname": env["hostname"],
+                     "cpu_count": env["cpu_count"], "launcher": request.launcher.name,
+                     "ranks_are": "GPUs (one per rank)" if request.device == "cuda"
+                     else "CPU processes with one thread each (not GPUs)"},
+        "software": {k: env[k] for k in ("python", "torch", "cuda", "nccl")},
+        "workload": workload,
+        "settings": {"gpus": request.gpus, "warmup": request.warmup, "epochs": request.epochs,
+                     "repeats": request.repeats, "seed": request.seed,
+                     "baseline_added": request.added_baseline},
+        "measurements": public,
+        "skipped": skipped,
+        "overheads": {k: v for k, v in overheads.items() if v is not None},
+        "variability": {"epoch_cv": cv} if cv is not None else {},
+        "model": model.to_dict(),
+        "fit": report,
+    }
+
+
+def run_profile(request: ProfileRequest, echo: Callable[[str], None] = print) -> dict:
+    """Measure every requested g, fit, and write the profile (and return it)."""
+    request.out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".profile-", dir=request.out.parent))
+    measurements, skipped = [], []
+    began = time.monotonic()
+    if request.added_baseline:
+        echo("g=1 added: co-location slowdowns are measured against one trial alone on one device")
+    if request.device == "cpu":
+        echo(f"device cpu: each rank is a process with one thread ({os.cpu_count()} cores here); "
+             "CPU ranks stand in for GPUs")
+    try:
+        for g in request.gpus:
+            g_began = time.monotonic()
+            measured = []
+            for repeat in range(request.repeats):
+                measure = _measure_ddp if g >= 1 else _measure_colocated
+                m = measure(request, g, repeat, scratch)
+                if "skip" in m:
+                    skipped.append({"gpus": g, "reason": m["skip"]})
+                    echo(f"g={_g(g)}: skipped, the hardware cannot hold it: {m['skip']}")
+                    break
+                measured.append(m)
+            if not measured:
+                continue
+            measurements.extend(measured)
+            steps = measured[0].get("steps_per_epoch")
+            if request.workload_options.get("steps_per_epoch") and steps and steps > request.workload_options["steps_per_epoch"]:
+                echo(f"note: workload {request.workload!r} does not take --steps; it trained {steps} steps per epoch")
+            alone = _mean(e for m in measurements if m["kind"] == "ddp" and m["gpus"] == 1
+                          for e in m["epoch_seconds"])
+            pooled = dict(measured[0], epoch_seconds=[e for m in measured for e in m["epoch_seconds"]],
+                          samples_per_second=[x for m in measured for x in m["samples_per_second"]],
+                          sync_fraction=[x for m in measured for x in m["sync_fraction"]],
+                          startup_s=_mean(m["startup_s"] for m in measured))
+            echo(f"{describe_measurement(pooled, alone)}  [{time.monotonic() - g_began:.1f} s]")
+            if any(m["kind"] == "ddp" for m in measurements):
+                atomic_write_json(request.out, build_profile(request, measurements, skipped, complete=False))
+        if not any(m["kind"] == "ddp" for m in measurements):
+            raise ProfileFailed("no GPU count could be measured: " + "; ".join(s["reason"] for s in skipped))
+        profile = build_profile(request, measurements, skipped, complete=True)
+        profile["elapsed_s"] = time.monotonic() - began
+        atomic_write_json(request.out, profile)
+        return profile
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
