@@ -1,0 +1,149 @@
+"""BOHB's sampler: HpBandSter's model rules, the KDE evaluation, and that it actually helps."""
+
+import math
+import warnings
+
+import ConfigSpace as CS
+import numpy as np
+import pytest
+
+from nasalloc.simulator.schedulers import BOHB, SpaceSource, TableSource, make_scheduler
+from nasalloc.simulator.schedulers.bohb import kde_pdf
+from nasalloc.simulator.schedulers.fakeclock import FakeClock
+
+OPTIMUM = np.array([0.25, 0.7])
+
+
+def square():
+    space = CS.ConfigurationSpace()
+    space.add([CS.Float("x", (0.0, 1.0)), CS.Float("y", (0.0, 1.0))])
+    return space
+
+
+def quadratic(config, epoch, rng):
+    """A loss that falls with epochs; its floor is the squared distance to OPTIMUM."""
+    d2 = (config["x"] - OPTIMUM[0]) ** 2 + (config["y"] - OPTIMUM[1]) ** 2
+    return d2 + 0.5 / epoch + float(rng.normal(0, 0.002))
+
+
+def distance(config):
+    return math.hypot(config["x"] - OPTIMUM[0], config["y"] - OPTIMUM[1])
+
+
+def test_kde_pdf_matches_statsmodels_for_every_variable_type():
+    from statsmodels.nonparametric.kernel_density import KDEMultivariate
+
+    rng = np.random.default_rng(0)
+    data = rng.random((25, 4))
+    data[:, 2] = rng.integers(0, 3, 25)
+    data[:, 3] = rng.integers(0, 4, 25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kde = KDEMultivariate(data=data, var_type="ccuo", bw="normal_reference")
+    kde.bw = np.clip(kde.bw, 1e-3, None)
+    points = rng.random((64, 4))
+    points[:, 2] = rng.integers(0, 3, 64)
+    points[:, 3] = rng.integers(0, 4, 64)
+    np.testing.assert_allclose(kde_pdf(kde, points), kde.pdf(points), rtol=1e-12)
+
+
+def test_suggestions_concentrate_near_the_optimum():
+    scheduler = make_scheduler("bohb", source=SpaceSource(square()), max_t=9, eta=3,
+                               semantics="reference", mode="min", seed=7, trials=300)
+    clock = FakeClock(scheduler, 4, seed=1, metric=quadratic).run()
+    configs = [entry[3] for entry in clock.log if entry[0] == "start"]
+    late = [dict(c) for c in configs[150:]]
+    rng = np.random.default_rng(7)
+    random = [SpaceSource(square()).sample(rng) for _ in range(len(late))]
+    bohb_mean = np.mean([distance(c) for c in late])
+    random_mean = np.mean([distance(c) for c in random])
+    assert scheduler.model_based_picks > 50
+    assert bohb_mean < 0.7 * random_mean, (bohb_mean, random_mean)
+
+
+def test_random_fraction_one_never_uses_the_model_and_zero_always_does():
+    def run(fraction):
+        scheduler = make_scheduler("bohb", source=SpaceSource(square()), max_t=9,
+                                   mode="min", seed=3, trials=120, random_fraction=fraction)
+        FakeClock(scheduler, 3, seed=3, metric=quadratic).run()
+        return scheduler
+
+    assert run(1.0).model_based_picks == 0
+    greedy = run(0.0)
+    assert greedy.model_budget() is not None
+    assert greedy.model_based_picks > 60
+
+
+def _bohb(**kwargs):
+    return BOHB(SpaceSource(square()), max_t=9, eta=3, semantics="reference", mode="min",
+                seed=0, trials=1000, **kwargs)
+
+
+def test_a_budget_gets_a_model_by_hpbandsters_counting_rules():
+    scheduler = _bohb()  # dim 2: min_points 3; both KDEs need more than 2 rows
+    for trial in range(6):
+        scheduler._new_trial({"x": trial / 10, "y": 0.5})
+    for trial in range(5):
+        scheduler._observe(trial, 1, float(trial))
+    assert scheduler.model_budget() is None  # good 3 rows, bad 2 rows
+    scheduler._observe(5, 1, 5.0)
+    assert scheduler.model_budget() == 1  # good 3, bad 3
+    good, bad = scheduler._kde_pair(1)
+    assert sorted(good.data[:, 0]) == pytest.approx([0.0, 0.1, 0.2])  # lowest losses
+    assert sorted(bad.data[:, 0]) == pytest.approx([0.3, 0.4, 0.5])
+
+
+def test_smaller_budgets_stop_collecting_once_a_larger_one_has_a_model():
+    scheduler = _bohb()
+    for trial in range(8):
+        scheduler._new_trial({"x": trial / 10, "y": 0.5})
+    for trial in range(6):
+        scheduler._observe(trial, 3, float(trial))
+    assert scheduler.model_budget() == 3
+    scheduler._observe(6, 1, 0.0)
+    assert 1 not in scheduler._observations
+    scheduler._observe(7, 9, 0.0)
+    assert len(scheduler._observations[9]) == 1
+
+
+def test_min_mode_loss_is_the_metric_and_max_mode_negates_it():
+    low = BOHB(SpaceSource(square()), max_t=9, mode="min", seed=0, trials=5)
+    high = BOHB(SpaceSource(square()), max_t=9, mode="max", seed=0, trials=5)
+    for scheduler in (low, high):
+        scheduler._new_trial({"x": 0.1, "y": 0.1})
+        scheduler._observe(0, 1, 0.8)
+        scheduler._observe(0, 3, math.nan)
+    assert low._observations[1][0][1] == 0.8 and high._observations[1][0][1] == -0.8
+    assert low._observations[3][0][1] == math.inf  # non-finite counts as the worst
+
+
+def test_with_a_table_every_config_is_a_row():
+    space = square()
+    rows = [SpaceSource(space).sample(np.random.default_rng(i)) for i in range(60)]
+    table = TableSource(space, rows)
+    scheduler = make_scheduler("bohb", source=table, max_t=9, mode="min", seed=2, trials=150)
+    clock = FakeClock(scheduler, 4, seed=2, metric=quadratic).run()
+    assert scheduler.model_based_picks > 20
+    for entry in clock.log:
+        if entry[0] == "start":
+            config = dict(entry[3])
+            assert config == table.row(config["_row"])
+
+
+def test_conditional_space_imputes_inactive_values():
+    space = CS.ConfigurationSpace()
+    space.add([CS.Categorical("opt", ["sgd", "adam"]), CS.Float("momentum", (0.0, 1.0)),
+               CS.Float("lr", (0.0, 1.0))])
+    space.add(CS.EqualsCondition(space["momentum"], space["opt"], "sgd"))
+
+    def metric(config, epoch, rng):
+        return abs(config["lr"] - 0.3) + (0.2 if config["opt"] == "adam" else 0.0) + 1 / epoch
+
+    scheduler = make_scheduler("bohb", source=SpaceSource(space), max_t=9, mode="min",
+                               seed=5, trials=150)
+    clock = FakeClock(scheduler, 4, seed=5, metric=metric).run()
+    assert scheduler.model_based_picks > 20
+    for entry in clock.log:
+        if entry[0] == "start":
+            config = dict(entry[3])
+            assert ("momentum" in config) == (config["opt"] == "sgd")

@@ -1,0 +1,126 @@
+"""Config sources (space, table), the vector helpers and the factory's argument checks."""
+
+import json
+
+import ConfigSpace as CS
+import numpy as np
+import pytest
+
+from nasalloc.errors import UserError
+from nasalloc.simulator.schedulers import (ALGORITHMS, ASHA, BOHB, SEMANTICS, HyperBand,
+                                           SpaceSource, TableSource, config_to_vector,
+                                           make_scheduler, vector_to_config)
+
+
+def conditional_space():
+    space = CS.ConfigurationSpace()
+    space.add([CS.Categorical("opt", ["sgd", "adam", "rms"]), CS.Float("momentum", (0.0, 1.0)),
+               CS.Integer("width", (1, 10)), CS.Float("lr", (1e-4, 1.0), log=True)])
+    space.add(CS.EqualsCondition(space["momentum"], space["opt"], "sgd"))
+    return space
+
+
+def test_space_source_is_a_pure_function_of_the_generator():
+    source = SpaceSource(conditional_space())
+    a = [source.sample(np.random.default_rng(3)) for _ in range(3)]
+    b = [source.sample(np.random.default_rng(3)) for _ in range(3)]
+    assert a == b
+    rng = np.random.default_rng(3)
+    draws = [source.sample(rng) for _ in range(20)]
+    assert len({json.dumps(d, sort_keys=True) for d in draws}) == 20
+    assert all(isinstance(v, (int, float, str)) for d in draws for v in d.values())
+
+
+def test_table_source_draws_without_replacement_then_starts_over():
+    space = conditional_space()
+    rows = [SpaceSource(space).sample(np.random.default_rng(i)) for i in range(7)]
+    table = TableSource(space, rows)
+    rng, state = np.random.default_rng(0), table.new_state()
+    first = [table.sample(rng, state)["_row"] for _ in range(7)]
+    assert sorted(first) == list(range(7))
+    assert table.sample(rng, state)["_row"] in range(7)
+    assert len(state["remaining"]) == 6
+    picked = table.sample(np.random.default_rng(0))  # no state: with replacement
+    assert picked == table.row(picked["_row"])
+
+
+def test_snap_returns_the_nearest_row_and_respects_inactive_values():
+    space = conditional_space()
+    rows = [{"opt": "sgd", "momentum": 0.9, "width": 5, "lr": 0.01},
+            {"opt": "adam", "width": 5, "lr": 0.01},
+            {"opt": "sgd", "momentum": 0.1, "width": 5, "lr": 0.01}]
+    table = TableSource(space, rows)
+    assert table.snap({"opt": "sgd", "momentum": 0.8, "width": 5, "lr": 0.012})["_row"] == 0
+    assert table.snap({"opt": "rms", "width": 5, "lr": 0.01})["_row"] == 1  # both inactive
+    assert table.snap({"opt": "sgd", "momentum": 0.2, "width": 6, "lr": 0.01})["_row"] == 2
+    assert table.snap(table.row(2)) == table.row(2)
+
+
+def test_table_rows_from_a_csv_with_nan_and_float_ints_are_accepted():
+    space = conditional_space()
+    table = TableSource(space, [{"opt": "adam", "momentum": float("nan"), "width": 3.0,
+                                 "lr": 0.1}])
+    assert table.row(0) == {"opt": "adam", "width": 3, "lr": 0.1, "_row": 0}
+    with pytest.raises(UserError, match="row 0"):
+        TableSource(space, [{"opt": "nadam", "width": 3, "lr": 0.1}])
+    with pytest.raises(UserError, match="empty"):
+        TableSource(space, [])
+
+
+def test_vectors_round_trip():
+    space = conditional_space()
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        config = SpaceSource(space).sample(rng)
+        back = vector_to_config(space, config_to_vector(space, config))
+        assert back.keys() == config.keys()
+        for key, value in config.items():
+            assert back[key] == pytest.approx(value) if isinstance(value, float) \
+                else back[key] == value
+
+
+def test_factory_builds_every_algorithm_and_semantics():
+    source = SpaceSource(conditional_space())
+    classes = {"hyperband": HyperBand, "asha": ASHA, "bohb": BOHB}
+    for algorithm in ALGORITHMS:
+        for semantics in SEMANTICS:
+            scheduler = make_scheduler(algorithm, source=source, max_t=27, semantics=semantics,
+                                       trials=10)
+            assert type(scheduler) is classes[algorithm]
+    assert make_scheduler("asha", source=source, max_t=9, trials=3).variant == "stopping"
+    assert make_scheduler("asha", source=source, max_t=9, trials=3,
+                          semantics="reference").variant == "promotion"
+
+
+@pytest.mark.parametrize("kwargs, quoted", [
+    (dict(algorithm="pbt"), "'pbt'"),
+    (dict(semantics="optuna"), "'optuna'"),
+    (dict(mode="maximize"), "'maximize'"),
+    (dict(eta=1), "eta=1"),
+    (dict(max_t=3, min_t=5), "max_t=3"),
+    (dict(max_t=0), "max_t=0"),
+    (dict(trials=None), "exactly one"),
+    (dict(brackets=4), "exactly one"),
+    (dict(trials=0), "trials=0"),
+    (dict(seed="abc"), "'abc'"),
+    (dict(algorithm="bohb", top_n_percent=120), "top_n_percent=120"),
+    (dict(algorithm="bohb", random_fraction=1.5), "random_fraction=1.5"),
+    (dict(algorithm="bohb", num_samples=0), "num_samples=0"),
+    (dict(algorithm="bohb", min_bandwidth=0), "min_bandwidth=0"),
+    (dict(algorithm="hyperband", top_n_percent=10), "top_n_percent"),
+    (dict(algorithm="hyperband", variant="stopping"), "'stopping'"),
+    (dict(algorithm="asha", variant="median"), "'median'"),
+    (dict(algorithm="asha", brackets=3), "brackets=3"),
+])
+def test_bad_constructor_values_raise_user_error_quoting_them(kwargs, quoted):
+    arguments = dict(algorithm="hyperband", source=SpaceSource(conditional_space()), max_t=27,
+                     trials=10)
+    arguments.update(kwargs)
+    algorithm = arguments.pop("algorithm")
+    with pytest.raises(UserError, match=quoted):
+        make_scheduler(algorithm, **arguments)
+
+
+def test_space_source_rejects_what_is_not_a_space():
+    with pytest.raises(UserError, match="ConfigurationSpace"):
+        SpaceSource({"lr": [0.1, 0.01]})
