@@ -274,8 +274,17 @@ class SlurmLauncher(Launcher):
             raise UserError(f"{per_node} rank(s) per node x {self.cpus_per_task} CPU(s) do not fit {cap.where}: "
                             f"its nodes have {cap.cpus} CPU(s)")
 
+    def visible_gpu_ids(self) -> list:
+        """GPU ids a job may name in ``gpu_ids``: node * gpus_per_node + index, as the simulator numbers."""
+        return [str(i) for i in range(self.gpus_per_node * self.allocation.nodes)]
+
     def start(self, job: DDPJob) -> StepJob:
         self.check(job)
+        if job.gpu_ids is not None and job.ranks == 1:
+            # a job pinned to one GPU (co-located jobs name the same one): share that GPU
+            gpu = int(job.gpu_ids[0])
+            host = self.allocation.hosts[gpu // self.gpus_per_node]
+            return self.start_step(job, [host], 1, gpu_index=gpu % self.gpus_per_node)
         hosts, per_node = job_hosts(self.allocation, job.ranks, self.gpus_per_node)
         return self.start_step(job, hosts, per_node)
 
