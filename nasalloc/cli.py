@@ -36,6 +36,7 @@ def _register() -> None:
         ("nasalloc.profiler.cli", "profile"),
         ("nasalloc.simulator.cli", "simulate"),
         ("nasalloc.validate.cli", "validate"),
+        ("nasalloc.validate.sbatch", "sbatch"),
     ):
         try:
             command = getattr(import_module(module), name)

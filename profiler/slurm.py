@@ -194,6 +194,8 @@ class StepJob(ProcessJob):
                     (f": {last}" if last else "")
             return base
         what = found["what"].replace("Exited with exit code", "exited with status")
+        if found["exit_code"] is None:  # killed or cancelled: srun's own status says how
+            what += f" (srun exit status {self.processes[0].returncode})"
         last = tail(self._rank_log(found["task"]), 1)
         return f"{self.name}: rank {found['task']} on {found['host']} {what}" + (f": {last}" if last else "")
 

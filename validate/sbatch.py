@@ -6,8 +6,11 @@ SIGTERM to the batch shell ``lead`` seconds before the time limit. The last line
 ``nasalloc validate ... --executor slurm --resume``, so that signal reaches the runner itself
 (a shell would die of it and leave the runner to be killed): the runner pauses its trials at
 their next epoch (checkpointing them), writes its state and exits. ``--requeue`` lets the
-cluster requeue it, and resubmitting the same file continues the run: ``--resume`` starts
-fresh when there is nothing to resume.
+cluster requeue it, and resubmitting the same file continues the run: the script adds
+``--resume`` once ``--out`` holds a run (its ``validation.json``).
+
+``nasalloc sbatch --plan plan.json --out DIR`` (:func:`sbatch`) writes the script; it takes
+validate's options (passed on to the command the script runs) and the allocation's.
 
 :func:`sbatch_script` is pure (a golden-file test pins its text); :func:`request_from_plan`
 reads the shape from a plan; :func:`write_sbatch` writes it atomically.
@@ -77,6 +80,8 @@ class SbatchRequest:
     output: str = "slurm-%j.out"
     partition: Optional[str] = None
     account: Optional[str] = None
+    chdir: Optional[str] = None     # where the job runs (relative paths in command/output start here)
+    resume_marker: Optional[str] = None  # a file that exists once a run has begun: then add --resume
     notes: list = field(default_factory=list)  # comment lines at the top (what the plan predicts)
 
     def __post_init__(self) -> None:
@@ -103,15 +108,24 @@ def sbatch_script(request: SbatchRequest) -> str:
         "--open-mode=append",
         f"--output={request.output}",
     ]
+    if request.chdir:
+        options.append(f"--chdir={request.chdir}")
     if request.partition:
         options.append(f"--partition={request.partition}")
     if request.account:
         options.append(f"--account={request.account}")
+    command = "exec " + shlex.join([str(part) for part in request.command])
+    resume = []
+    if request.resume_marker:
+        resume = ["# --resume once a run has begun here: a requeued or resubmitted job continues it",
+                  'resume=""',
+                  f"if [[ -e {shlex.quote(request.resume_marker)} ]]; then resume=--resume; fi"]
+        command += " $resume"
     lines = ["#!/bin/bash",
              "# nasalloc validate inside one SLURM allocation (written by `nasalloc validate --sbatch`).",
              *(f"# {note}" for note in request.notes),
-             "# Submit with `sbatch FILE`; submit the same file again after the time limit: --resume",
-             "# continues without re-running finished work.",
+             "# Submit with `sbatch FILE`; submit the same file again after the time limit and it",
+             "# resumes the run without re-running finished work.",
              *(f"#SBATCH {option}" for option in options),
              "",
              "# Trials run as job steps (srun) that nasalloc places itself, one rank per GPU.",
@@ -119,15 +133,15 @@ def sbatch_script(request: SbatchRequest) -> str:
              "# `exec` makes nasalloc this shell, so it gets the signal, pauses and checkpoints the",
              "# running trials and writes its state before the allocation ends.",
              "set -euo pipefail",
-             "exec " + shlex.join([str(part) for part in request.command]),
+             *resume,
+             command,
              ""]
     return "\n".join(lines)
 
 
-def validate_command(plan: str, out: str, extra: Sequence[str] = (), program: str = "nasalloc") -> list:
-    """The command line the script runs: always the slurm executor, always --resume."""
-    return [program, "validate", "--plan", str(plan), "--out", str(out), *map(str, extra),
-            "--executor", "slurm", "--resume"]
+def validate_command(plan: str, out: str, extra: Sequence[str] = (), program: Sequence[str] = ("nasalloc",)) -> list:
+    """The command line the script runs (the slurm executor; the script adds --resume when due)."""
+    return [*program, "validate", "--plan", str(plan), "--out", str(out), *map(str, extra), "--executor", "slurm"]
 
 
 def plan_shape(plan: dict) -> tuple:
@@ -177,3 +191,57 @@ def write_sbatch(path: Path, text: str) -> Path:
     atomic_write_text(path, text)
     os.chmod(path, 0o755)
     return path
+
+
+# -- the command ----------------------------------------------------------------------------
+import click  # noqa: E402  (the pure part above does not need it)
+
+
+@click.command("sbatch")
+@click.option("--plan", "plan_path", required=True, type=str, help="plan.json written by nasalloc simulate.")
+@click.option("--out", default="results/validate", show_default=True, help="validate's --out (records, report).")
+@click.option("--algorithms", default=None, help="Passed to validate: a subset of the plan's algorithms.")
+@click.option("--which", default=None, help="Passed to validate: best,worst | all | GPUs per trial list.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Passed to validate.")
+@click.option("--grace", type=float, default=None, help="Passed to validate: seconds trials get to checkpoint.")
+@click.option("--time", "time_limit", default=None,
+              help="Time limit (SLURM format, e.g. 04:00:00) [default: predicted makespans x1.5 + signal lead].")
+@click.option("--signal-lead", type=int, default=DEFAULT_SIGNAL_LEAD_S, show_default=True,
+              help="Seconds before the time limit SLURM sends SIGTERM (must cover --grace + one epoch).")
+@click.option("--cpus-per-task", type=int, default=1, show_default=True, help="CPUs per GPU rank.")
+@click.option("--partition", default=None, help="#SBATCH --partition.")
+@click.option("--account", default=None, help="#SBATCH --account.")
+@click.option("--job-name", default="nasalloc-validate", show_default=True)
+@click.option("--script", "script_path", default=None, help="Where to write the script [default: OUT/validate.sbatch].")
+def sbatch(plan_path, out, algorithms, which, device, grace, time_limit, signal_lead, cpus_per_task, partition,
+           account, job_name, script_path):
+    """Write a ready sbatch script that runs nasalloc validate for a plan as SLURM job steps."""
+    import shutil
+    import sys
+
+    from nasalloc.io import read_json
+
+    from .cli import INVOCATION
+
+    plan = read_json(Path(plan_path), "plan")
+    if not isinstance(plan, dict) or plan.get("schema") != "nasalloc.plan/1":
+        raise UserError(f"plan {plan_path} is not a nasalloc plan (schema 'nasalloc.plan/1' expected)")
+    if grace is not None and grace >= signal_lead:
+        raise UserError(f"--grace {grace:g} s must be shorter than --signal-lead {signal_lead} s, or the allocation "
+                        f"ends before the trials have checkpointed")
+    extra = []
+    for flag, value in (("--algorithms", algorithms), ("--which", which), ("--device", device), ("--grace", grace)):
+        if value is not None:
+            extra += [flag, f"{value:g}" if isinstance(value, float) else value]
+    # the same nasalloc as this one, also where the batch shell's PATH differs
+    program = ["nasalloc"] if shutil.which("nasalloc") else [sys.executable, "-m", "nasalloc"]
+    command = validate_command(plan_path, out, extra, program)
+    request = request_from_plan(plan, command, time_limit, cpus_per_task=cpus_per_task, signal_lead_s=signal_lead,
+                                output=str(Path(out) / "slurm-%j.out"),
+                                algorithms=algorithms.split(",") if algorithms else None,
+                                partition=partition, account=account, job_name=job_name, chdir=os.getcwd(),
+                                resume_marker=str(Path(out) / INVOCATION))
+    Path(out).mkdir(parents=True, exist_ok=True)  # SLURM does not create the --output folder
+    path = write_sbatch(Path(script_path) if script_path else Path(out) / "validate.sbatch", sbatch_script(request))
+    click.echo(f"wrote {path}: {request.nodes} node(s) x {request.gpus_per_node} GPU(s), "
+               f"--time={format_time_limit(request.time_s)}, SIGTERM {signal_lead} s before; submit with: sbatch {path}")

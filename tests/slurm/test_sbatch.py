@@ -20,7 +20,8 @@ PLAN = {"schema": "nasalloc.plan/1", "budget": 8, "gpus_per_node": 4,
 def golden_request():
     command = validate_command("results/plan.json", "results/validate", ["--device", "cuda"])
     return request_from_plan(PLAN, command, cpus_per_task=8, output="results/validate/slurm-%j.out",
-                             partition="gpu")
+                             partition="gpu", chdir="/home/ada/search",
+                             resume_marker="results/validate/validation.json")
 
 
 def test_the_script_matches_its_golden_file():
@@ -36,7 +37,7 @@ def test_the_plan_sets_the_shape_and_the_predictions_the_time():
     assert (request.nodes, request.gpus_per_node) == (2, 4)
     # (1800 + 4200) s predicted x 1.5 margin + the 300 s signal lead
     assert request.time_s == 6000 * 1.5 + 300
-    assert request.command[-3:] == ["--executor", "slurm", "--resume"]
+    assert request.command[-2:] == ["--executor", "slurm"]
     assert plan_shape({"budget": 2, "gpus_per_node": 4}) == (1, 2)  # a budget under a node asks for it only
     assert plan_shape({"budget": 12, "gpus_per_node": 8}) == (2, 8)
     short = request_from_plan({"budget": 1, "gpus_per_node": 1}, ["x"])
