@@ -124,7 +124,8 @@ class Runner:
         self.grace_s = grace_s
         self.progress = Progress(task.label, task.predicted_makespan_s, quiet)
         # the simulator's placement, so the real run has the very slots that were simulated
-        self.slots = list(make_split(task.budget, task.gpus_per_node or task.budget, task.gpus_per_trial).slots)
+        self.split = make_split(task.budget, task.gpus_per_node or task.budget, task.gpus_per_trial)
+        self.slots = list(self.split.slots)
         self.ranks = int(task.gpus_per_trial) if task.gpus_per_trial >= 1 else 1
         self.free: list[Slot] = list(self.slots)
         self.active: dict[str, Segment] = {}

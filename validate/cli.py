@@ -1,0 +1,172 @@
+"""``nasalloc validate``: run the planned best and worst splits for real and report predicted
+against measured.
+
+For each chosen (algorithm, split) of the plan, the very scheduler of the simulation (class,
+parameters, config table, seed) drives real DDP trials through an executor; then each
+measured run is re-simulated with its measured costs, and the report separates time-model
+error from scheduling error. Records go to ``--out/<algorithm>_g<g>/`` (events.jsonl,
+trace.csv, state.json, checkpoints/, trials/ with each segment's logs); the report to ``--out``.
+
+SIGINT/SIGTERM or ``--time-limit``: nothing new starts, running trials checkpoint at their
+next epoch (killed after ``--grace`` seconds), the state is written and the command says how
+to resume; exit status 130 (SIGINT), 143 (SIGTERM) or 124 (time limit). A second signal
+aborts at once (trials in flight then re-run from their last checkpoint on --resume).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from nasalloc.cli import out_option, quiet_option
+from nasalloc.errors import UserError
+from nasalloc.io import atomic_write_json, read_json
+
+INVOCATION = "validation.json"
+
+
+@click.command("validate")
+@click.option("--plan", "plan_path", required=True, type=str, help="plan.json written by nasalloc simulate.")
+@click.option("--algorithms", default=None, help="Comma-separated subset of the plan's algorithms [default: all].")
+@click.option("--which", default="best,worst", show_default=True,
+              help="Splits to run: best,worst | all | a list of GPUs per trial (e.g. 0.5,2).")
+@click.option("--executor", "executor_name", default="local", show_default=True,
+              help="How trials run: local (processes here) | slurm (steps of the current allocation).")
+@out_option("results/validate")
+@click.option("--resume", is_flag=True, help="Continue an interrupted validation in --out.")
+@click.option("--time-limit", "time_limit", type=float, default=None,
+              help="Seconds; then stop launching and checkpoint, as on SIGTERM.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="cuda: one GPU per rank (CUDA_VISIBLE_DEVICES); cpu: one-thread gloo ranks stand in for GPUs.")
+@click.option("--grace", type=float, default=60.0, show_default=True,
+              help="Seconds running trials get to reach an epoch end and checkpoint when stopping.")
+@quiet_option
+def validate(plan_path, algorithms, which, executor_name, out, resume, time_limit, device, grace, quiet):
+    """Run the plan's best and worst splits for real with the same schedulers; report predicted vs measured."""
+    from .plan import Plan
+
+    if time_limit is not None and not time_limit > 0:
+        raise UserError(f"--time-limit {time_limit!r} must be a number of seconds > 0")
+    if not grace >= 0:
+        raise UserError(f"--grace {grace!r} must be >= 0")
+    plan = Plan(plan_path)
+    chosen = plan.choose(algorithms, which)
+    out = Path(out)
+    _check_out(out, plan_path, algorithms, which, resume)
+    plan.table()  # the curves must be there before anything runs
+
+    from nasalloc.workloads.distributed import resolve_device
+
+    from .executor import make_executor
+    from .runner import Runner, SplitTask, Stopper
+
+    device = resolve_device(device)
+    executor = make_executor(executor_name, device=device, gpus_per_node=plan.gpus_per_node)
+    atomic_write_json(out / INVOCATION, {"plan": str(Path(plan_path).resolve()), "algorithms": algorithms,
+                                         "which": which, "device": device, "executor": executor_name})
+    stopper = Stopper(time_limit)
+    previous = _install_signals(stopper)
+    say = (lambda text: None) if quiet else click.echo
+    say(f"validating {len(chosen)} split(s) of {plan.path} on {device} ({executor_name} executor): "
+        + ", ".join(f"{c.algorithm} {c.which} g={c.gpus_per_trial:g}" for c in chosen))
+    results = []
+    try:
+        for choice in chosen:
+            predicted = predict(plan, choice)
+            task = SplitTask(algorithm=choice.algorithm, gpus_per_trial=choice.gpus_per_trial, budget=plan.budget,
+                             workload=plan.workload, make_scheduler=plan.scheduler_factory(choice.algorithm),
+                             max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=plan.gpus_per_node,
+                             predicted_makespan_s=predicted.makespan_s, metric_name=plan.metric_name, mode=plan.mode)
+            runner = Runner(task, executor, out / task.dirname, device=device, stopper=stopper, quiet=quiet,
+                            grace_s=grace)
+            outcome = runner.run(resume=resume)
+            results.append((choice, task, predicted, outcome, runner.split))
+            if not outcome.finished:
+                break
+    finally:
+        executor.close()
+        _restore_signals(previous)
+    report = _report(plan, out, results, complete=stopper.reason is None)
+    from .report import format_table
+
+    click.echo(format_table(report))
+    click.echo(f"wrote {out / 'report.json'}, comparison.csv, comparison.png")
+    if stopper.reason:
+        command = ["nasalloc validate", f"--plan {plan_path}", f"--out {out}"]
+        if algorithms:
+            command.append(f"--algorithms {algorithms}")
+        if which != "best,worst":
+            command.append(f"--which {which}")
+        click.echo(f"stopped ({stopper.reason}): state saved; continue with: {' '.join(command)} --resume", err=True)
+        sys.exit(stopper.exit_code)
+
+
+def predict(plan, choice):
+    """The simulation of this split with the plan's seed (the run's direct prediction)."""
+    from nasalloc.simulator.cluster import make_split
+    from nasalloc.simulator.engine import simulate
+
+    split = make_split(plan.budget, plan.gpus_per_node, choice.gpus_per_trial)
+    seed = plan.seed(choice.algorithm)
+    return simulate(plan.scheduler_factory(choice.algorithm)(), split, plan.time_model(), plan.table(),
+                    seed=seed, algorithm=choice.algorithm, record_events=False)
+
+
+def _report(plan, out: Path, results: list, complete: bool) -> dict:
+    from .compare import measure, resimulate
+    from .report import comparison_row, write_report
+
+    rows, notes = [], []
+    for choice, task, predicted, outcome, split in results:
+        run_dir = out / task.dirname
+        measured = measure(run_dir, plan.mode)
+        resim = None
+        if outcome.finished and measured.trials:
+            resim = resimulate(task.make_scheduler, split, plan.table(), measured, run_dir, seed=task.seed,
+                               algorithm=task.algorithm)
+        row = comparison_row(algorithm=choice.algorithm, which=choice.which, gpus_per_trial=choice.gpus_per_trial,
+                             parallel_trials=split.parallel_trials, status=outcome.reason,
+                             predicted_makespan_s=predicted.makespan_s,
+                             predicted_best_metric=predicted.best_metric, measured=measured, resim=resim,
+                             run_dir=run_dir)
+        row["predicted_mean_makespan_s"] = choice.predicted_mean_s
+        rows.append(row)
+        if measured.failed:
+            notes.append(f"{task.label}: {measured.failed} trial(s) failed (the re-simulation has no failures)")
+    return write_report(out, rows, plan_path=str(plan.path), complete=complete, notes=notes)
+
+
+def _check_out(out: Path, plan_path: str, algorithms, which, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    previous = out / INVOCATION
+    if resume:
+        if not previous.exists():
+            raise UserError(f"--resume: {out} holds no validation to resume (no {INVOCATION})")
+        earlier = read_json(previous, "validation invocation")
+        if Path(earlier.get("plan", "")) != Path(plan_path).resolve():
+            raise UserError(f"--resume: {out} validates plan {earlier.get('plan')}, not {plan_path}")
+    elif previous.exists():
+        raise UserError(f"{out} holds an earlier validation; pass --resume to continue it or choose another --out")
+
+
+def _install_signals(stopper) -> dict:
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if stopper.reason is not None:  # a second signal: stop now
+            raise KeyboardInterrupt(name)
+        stopper.request(f"interrupted ({name})", 128 + signum)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _restore_signals(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+

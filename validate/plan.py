@@ -1,0 +1,160 @@
+"""Read a plan (``nasalloc.plan/1``, written by ``nasalloc simulate``) into validation tasks.
+
+Strict: a missing file, bad JSON, a wrong schema or a missing field is a one-line UserError.
+The plan carries the profile itself (``profile.content``) and the curves' path and sha256, so
+the runner rebuilds the very config table the simulation sampled from (``TableSource``) and
+the same scheduler (class, parameters, seed = the plan's first seed, whose event records the
+plan keeps). The prediction of a split for that seed is simulated again here from the same
+inputs (deterministic; the plan's mean over all seeds is reported beside it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from nasalloc.errors import UserError
+from nasalloc.io import read_json
+
+SCHEMA = "nasalloc.plan/1"
+WHICH_NAMED = ("best", "worst")
+
+
+def _get(data: dict, dotted: str, path: Path):
+    value = data
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise UserError(f"plan {path} is missing field {dotted!r} (write it with nasalloc simulate)")
+        value = value[part]
+    return value
+
+
+@dataclass
+class ChosenSplit:
+    algorithm: str
+    which: str                 # "best", "worst" or "g=<n>"
+    gpus_per_trial: float
+    predicted_mean_s: Optional[float]   # the plan's mean makespan over its seeds
+    predicted_best_metric: Optional[float]
+    parallel_trials: int
+
+
+class Plan:
+    def __init__(self, path):
+        self.path = Path(path)
+        data = read_json(self.path, "plan")
+        if not isinstance(data, dict):
+            raise UserError(f"plan {self.path} must be a JSON object, got {type(data).__name__}")
+        if data.get("schema") != SCHEMA:
+            raise UserError(f"plan {self.path} has schema {data.get('schema')!r}, expected {SCHEMA!r}")
+        self.data = data
+        self.budget = int(_get(data, "budget", self.path))
+        self.gpus_per_node = int(_get(data, "gpus_per_node", self.path))
+        self.workload = _get(data, "workload", self.path)
+        if not isinstance(self.workload, str) or not self.workload:
+            raise UserError(f"plan {self.path}: field 'workload' is {self.workload!r}; validation needs a "
+                            f"workload to train (simulate with curves that name one)")
+        self.metric_name = str(_get(data, "metric.name", self.path))
+        self.mode = str(_get(data, "metric.mode", self.path))
+        self.profile = _get(data, "profile.content", self.path)
+        self.curves_path = str(_get(data, "curves.path", self.path))
+        self.curves_sha256 = str(_get(data, "curves.sha256", self.path))
+        self.max_t = int(_get(data, "scheduler.max_t", self.path))
+        self.algorithms = _get(data, "algorithms", self.path)
+        if not isinstance(self.algorithms, dict) or not self.algorithms:
+            raise UserError(f"plan {self.path}: field 'algorithms' is empty")
+        for name, entry in self.algorithms.items():
+            for field in ("scheduler", "best", "worst", "splits", "events.seed"):
+                _get(entry, field, Path(f"{self.path} (algorithm {name})"))
+        self._table = None
+        self._time_model = None
+
+    # -- inputs of the simulation ---------------------------------------------------------
+    def table(self):
+        """The simulation's config table (curves truncated to max_t), checked by sha256."""
+        if self._table is None:
+            from nasalloc.simulator.curvetable import load_curve_table
+
+            shown = self.curves_path
+            if shown.startswith("<embedded"):
+                path = None
+            else:
+                path = Path(shown)
+                if not path.is_absolute() and not path.exists() and (self.path.parent / path).exists():
+                    path = self.path.parent / path
+                if not path.exists():
+                    raise UserError(f"plan {self.path}: its curves {shown} are not found (from here or beside the plan)")
+            table = load_curve_table(None if path is None else str(path), self.profile)
+            if table.sha256 != self.curves_sha256:
+                raise UserError(f"plan {self.path}: curves {shown} changed since the simulation (sha256 differs)")
+            self._table = table.truncated(self.max_t)
+        return self._table
+
+    def time_model(self):
+        if self._time_model is None:
+            from nasalloc.simulator.timemodel import time_model_from_profile
+
+            self._time_model = time_model_from_profile(self.profile, f"plan {self.path}: profile")
+        return self._time_model
+
+    def seed(self, algorithm: str) -> int:
+        return int(self.algorithms[algorithm]["events"]["seed"])
+
+    def scheduler_factory(self, algorithm: str):
+        """A function returning a fresh scheduler exactly as the simulation built it."""
+        from nasalloc.simulator.schedulers import make_scheduler
+        from nasalloc.simulator.schedulers.sampling import TableSource
+
+        table = self.table()
+        source = TableSource(table.space, table.configs)
+        params = dict(self.algorithms[algorithm]["scheduler"])
+        name = params.pop("algorithm", algorithm)
+        seed = self.seed(algorithm)
+        return lambda: make_scheduler(name, source=source, seed=seed, **params)
+
+    # -- what to validate ----------------------------------------------------------------
+    def choose(self, algorithms: Optional[str], which: str) -> list[ChosenSplit]:
+        names = list(self.algorithms) if not algorithms else [a.strip() for a in algorithms.split(",") if a.strip()]
+        for name in names:
+            if name not in self.algorithms:
+                raise UserError(f"--algorithms: {name!r} is not in the plan (it has {', '.join(self.algorithms)})")
+        chosen = []
+        for name in names:
+            entry = self.algorithms[name]
+            splits = {float(s["gpus_per_trial"]): s for s in entry["splits"]}
+            for label, g in _parse_which(which, entry, splits):
+                summary = splits.get(g) or entry.get(label, {})
+                chosen.append(ChosenSplit(name, label, g, summary.get("makespan_s"), summary.get("best_metric"),
+                                          int(summary.get("parallel_trials") or 0)))
+        return chosen
+
+
+def _parse_which(which: str, entry: dict, splits: dict) -> list[tuple]:
+    items = [w.strip() for w in str(which).split(",") if w.strip()]
+    if not items:
+        raise UserError(f"--which {which!r} is empty (expected best,worst | all | a list of GPUs per trial)")
+    if items == ["all"]:
+        out = [(f"g={g:g}", g) for g in sorted(splits)]
+        for label in WHICH_NAMED:  # name the best and worst among them
+            g = float(entry[label]["gpus_per_trial"])
+            out = [(label, x) if x == g and lbl.startswith("g=") else (lbl, x) for lbl, x in out]
+        return out
+    out = []
+    for item in items:
+        if item in WHICH_NAMED:
+            out.append((item, float(entry[item]["gpus_per_trial"])))
+            continue
+        try:
+            from fractions import Fraction
+
+            g = float(Fraction(item))
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"--which: {item!r} is not best, worst, all or a number of GPUs per trial") from None
+        if not math.isfinite(g) or not any(abs(g - s) < 1e-9 for s in splits):
+            raise UserError(f"--which: {item} GPUs per trial was not simulated in the plan "
+                            f"(it has {', '.join(format(s, 'g') for s in sorted(splits))})")
+        g = min(splits, key=lambda s: abs(s - g))
+        out.append((f"g={g:g}", g))
+    return out
