@@ -38,6 +38,7 @@ SCHEMA = "nasalloc.profile/1"
 WORKER_MODULE = "nasalloc.profiler.worker"
 #: co-located CPU trials allowed per core (they time-slice; more says little and costs memory)
 CPU_COLOCATION_PER_CORE = 4
+PORT_TAKEN_MARKERS = ("address already in use", "eaddrinuse")
 OOM_MARKERS = ("out of memory", "outofmemoryerror", "cuda error: out of memory", "cannot allocate memory")
 
 
@@ -187,7 +188,7 @@ def _worker_args(request: ProfileRequest, result: Path, checkpoint: Path) -> lis
             "--checkpoint", str(checkpoint)]
 
 
-def _run_jobs(request: ProfileRequest, jobs: list, label: str) -> Optional[str]:
+def _run_jobs(request: ProfileRequest, jobs: list, label: str, attempt: int = 0) -> Optional[str]:
     """Run jobs together; None when all succeeded, else the reason to skip (out of memory)."""
     running = [request.launcher.start(job) for job in jobs]
     deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
@@ -205,6 +206,9 @@ def _run_jobs(request: ProfileRequest, jobs: list, label: str) -> Optional[str]:
         return None
     first = failed[0]
     tail = first.stderr_tail(40)
+    if attempt == 0 and any(marker in tail.lower() for marker in PORT_TAKEN_MARKERS):
+        # Another program took the free port between our check and the rendezvous: once more.
+        return _run_jobs(request, jobs, label, attempt + 1)
     if any(marker in tail.lower() for marker in OOM_MARKERS):
         return f"out of memory ({first.failure})"
     raise ProfileFailed(f"{label} failed: {first.failure}\n{tail}")

@@ -1,6 +1,5 @@
 """The scaling-model fit on synthetic measurements with known parameters."""
 
-import math
 
 import numpy as np
 import pytest
