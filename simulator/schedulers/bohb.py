@@ -27,13 +27,21 @@ import warnings
 from typing import Any, Optional
 
 import numpy as np
-import scipy.stats as sps
+from scipy.special import ndtr, ndtri
 
 from nasalloc.errors import UserError
 
 from .common import SeedLike, check_count, jfloat, ufloat
 from .hyperband import HyperBand, _Bracket
 from .sampling import ROW_KEY, config_to_vector, kde_vartypes, vector_to_config
+
+
+def truncated_normal(rng: np.random.Generator, mean: np.ndarray, scale: np.ndarray):
+    """Draws of N(mean, scale) truncated to [0, 1], by inverting the CDF (what scipy's
+    truncnorm.rvs does, ~20x faster per call here); the interval always holds the mean."""
+    low, high = ndtr(-mean / scale), ndtr((1 - mean) / scale)
+    u = low + rng.random(np.shape(mean)) * (high - low)
+    return np.clip(mean + scale * ndtri(u), 0.0, 1.0)
 
 
 def kde_pdf(kde, points: np.ndarray) -> np.ndarray:
@@ -188,7 +196,11 @@ class BOHB(HyperBand):
         candidates = self._candidates(good)
         rows = None
         if hasattr(self.source, "nearest"):  # a table: score the rows we could really run
-            rows = [self.source.nearest(c) for c in candidates]
+            queries = candidates
+            if self.space.conditions:  # inactive dims of a candidate must read as NaN
+                queries = np.array([config_to_vector(self.space, vector_to_config(self.space, c))
+                                    for c in candidates])
+            rows = [int(r) for r in self.source.nearest(queries)]
             candidates = self.source.vectors[rows]
         scoring = np.nan_to_num(candidates, nan=0.0)  # inactive dims: any value, equal for all
         with np.errstate(all="ignore"):
@@ -222,8 +234,7 @@ class BOHB(HyperBand):
         if numeric.any():
             mean = picks[:, numeric]
             scale = np.broadcast_to(bw[numeric] * self.bandwidth_factor, mean.shape)
-            out[:, numeric] = sps.truncnorm.rvs(-mean / scale, (1 - mean) / scale, loc=mean,
-                                                scale=scale, random_state=self._rng)
+            out[:, numeric] = truncated_normal(self._rng, mean, scale)
         for dim in np.flatnonzero(~numeric):
             keep = self._rng.random(self.num_samples) < (1 - bw[dim])
             uniform = self._rng.integers(0, self.levels[dim], self.num_samples)

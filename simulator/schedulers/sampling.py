@@ -88,24 +88,47 @@ def vector_to_config(space: ConfigurationSpace, vector: np.ndarray) -> dict:
     return plain(dict(deactivate_inactive_hyperparameters(values, space)))
 
 
-def vector_distances(matrix: np.ndarray, vector: np.ndarray, vartypes: str,
+def vector_distances(matrix: np.ndarray, vectors: np.ndarray, vartypes: str,
                      levels: np.ndarray) -> np.ndarray:
-    """Euclidean distance of ``vector`` to every row of ``matrix`` in the normalised space.
+    """Euclidean distances in the normalised space: of ``vectors`` (k, d) -- or one vector
+    (d,) -- to every row of ``matrix`` (n, d); shape (k, n), or (n,) for one vector.
 
     Categoricals ('u') differ by 0 or 1; ordinals ('o') by index difference / (levels - 1);
     numeric ('c') by the vector difference. Inactive (NaN) against inactive is 0, inactive
     against a value is 1 (the largest per-dimension distance), so a conditional config snaps to
     rows with the same structure when one exists.
     """
+    vectors = np.asarray(vectors, dtype=float)
+    single = vectors.ndim == 1
+    queries = np.atleast_2d(vectors)[:, None, :]  # (k, 1, d)
+    rows = matrix[None, :, :]  # (1, n, d)
     types = np.array(list(vartypes))
-    diff = np.abs(matrix - vector[None, :])
+    diff = np.abs(rows - queries)
     unordered = types == "u"
-    diff[:, unordered] = (diff[:, unordered] > 0).astype(float)
+    diff[..., unordered] = (diff[..., unordered] > 0).astype(float)
     ordinal = types == "o"
-    diff[:, ordinal] /= np.maximum(levels[ordinal] - 1, 1)
-    nan_row, nan_q = np.isnan(matrix), np.isnan(vector)[None, :]
+    diff[..., ordinal] /= np.maximum(levels[ordinal] - 1, 1)
+    nan_row, nan_q = np.isnan(rows), np.isnan(queries)
     diff = np.where(nan_row & nan_q, 0.0, np.where(nan_row | nan_q, 1.0, diff))
-    return np.sqrt((diff * diff).sum(axis=1))
+    distances = np.sqrt((diff * diff).sum(axis=2))
+    return distances[0] if single else distances
+
+
+def _embedding(vectors: np.ndarray, vartypes: str, levels: np.ndarray) -> np.ndarray:
+    """NaN-free vectors mapped so that plain Euclidean distance equals vector_distances:
+    categoricals one-hot scaled by 1/sqrt(2) (a mismatch adds 1), ordinals index/(levels-1)."""
+    columns = []
+    for dim, kind in enumerate(vartypes):
+        values = vectors[:, dim]
+        if kind == "u":
+            onehot = np.zeros((len(values), int(levels[dim])))
+            onehot[np.arange(len(values)), np.rint(values).astype(int)] = 1 / np.sqrt(2)
+            columns.append(onehot)
+        elif kind == "o":
+            columns.append((values / max(int(levels[dim]) - 1, 1))[:, None])
+        else:
+            columns.append(values[:, None])
+    return np.hstack(columns)
 
 
 # -- sources --------------------------------------------------------------------------------
@@ -168,6 +191,12 @@ class TableSource:
             self.rows.append({**clean, ROW_KEY: index})
         self.vectors = np.vstack(vectors)
         self._vartypes, self._levels = kde_vartypes(space)
+        # without inactive values, nearest rows come from one matrix product (BOHB snaps 64
+        # candidates per config); with them, the element-wise rule above
+        self._embedded = None
+        if not np.isnan(self.vectors).any():
+            self._embedded = _embedding(self.vectors, self._vartypes, self._levels)
+            self._norms = (self._embedded ** 2).sum(axis=1)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -188,10 +217,19 @@ class TableSource:
         remaining[pick], remaining[-1] = remaining[-1], remaining[pick]  # O(1) removal
         return self.row(remaining.pop())
 
-    def nearest(self, vector: np.ndarray) -> int:
-        distances = vector_distances(self.vectors, np.asarray(vector, float), self._vartypes,
-                                     self._levels)
-        return int(np.argmin(distances))
+    def nearest(self, vectors: np.ndarray):
+        """Row index nearest to one vector (d,), or an array of them for vectors (k, d)."""
+        vectors = np.asarray(vectors, dtype=float)
+        queries = np.atleast_2d(vectors)
+        if self._embedded is not None and not np.isnan(queries).any():
+            embedded = _embedding(queries, self._vartypes, self._levels)
+            squared = (embedded ** 2).sum(axis=1)[:, None] + self._norms[None, :] \
+                - 2.0 * embedded @ self._embedded.T
+            nearest = np.argmin(squared, axis=1)
+        else:
+            distances = vector_distances(self.vectors, queries, self._vartypes, self._levels)
+            nearest = np.argmin(distances, axis=1)
+        return int(nearest[0]) if vectors.ndim == 1 else nearest
 
     def snap(self, config: dict) -> dict:
         """The table row nearest to ``config`` (itself when it is a row)."""

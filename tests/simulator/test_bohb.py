@@ -147,3 +147,15 @@ def test_conditional_space_imputes_inactive_values():
         if entry[0] == "start":
             config = dict(entry[3])
             assert ("momentum" in config) == (config["opt"] == "sgd")
+
+
+@pytest.mark.parametrize("mean, scale", [(0.1, 0.3), (0.9, 0.01), (0.0, 3.0), (0.5, 0.003)])
+def test_truncated_normal_draws_follow_scipys_truncnorm(mean, scale):
+    import scipy.stats as sps
+
+    from nasalloc.simulator.schedulers.bohb import truncated_normal
+
+    draws = truncated_normal(np.random.default_rng(0), np.full(5000, mean), np.full(5000, scale))
+    reference = sps.truncnorm(-mean / scale, (1 - mean) / scale, loc=mean, scale=scale)
+    assert draws.min() >= 0.0 and draws.max() <= 1.0
+    assert sps.kstest(draws, reference.cdf).pvalue > 0.001

@@ -124,3 +124,20 @@ def test_bad_constructor_values_raise_user_error_quoting_them(kwargs, quoted):
 def test_space_source_rejects_what_is_not_a_space():
     with pytest.raises(UserError, match="ConfigurationSpace"):
         SpaceSource({"lr": [0.1, 0.01]})
+
+
+def test_fast_nearest_agrees_with_the_elementwise_distance():
+    from nasalloc.simulator.schedulers.sampling import kde_vartypes, vector_distances
+
+    space = CS.ConfigurationSpace()
+    space.add([CS.Categorical("opt", ["sgd", "adam", "rms"]), CS.Float("lr", (0.0, 1.0)),
+               CS.OrdinalHyperparameter("depth", [2, 4, 8, 16]), CS.Integer("width", (1, 9))])
+    rng = np.random.default_rng(0)
+    table = TableSource(space, [SpaceSource(space).sample(rng) for _ in range(300)])
+    vartypes, levels = kde_vartypes(space)
+    assert sorted(vartypes) == ["c", "c", "o", "u"]
+    queries = np.column_stack([rng.integers(0, n, 50) if n else rng.random(50) for n in levels])
+    exact = vector_distances(table.vectors, queries, vartypes, levels)
+    fast = table.nearest(queries)
+    picked = exact[np.arange(50), fast]
+    np.testing.assert_allclose(picked, exact.min(axis=1), atol=1e-9)
