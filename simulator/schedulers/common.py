@@ -150,8 +150,16 @@ class SchedulerCore(Scheduler):
         else:
             self._running.discard(trial_id)
 
+    def params(self) -> dict:
+        """The settings a saved state only makes sense with (subclasses add theirs)."""
+        keys = ("max_t", "min_t", "eta", "semantics", "mode", "trials_limit", "brackets_limit",
+                "variant", "min_points_in_model", "top_n_percent", "num_samples",
+                "random_fraction", "bandwidth_factor", "min_bandwidth")
+        return {k: getattr(self, k) for k in keys if hasattr(self, k)}
+
     def _core_state(self) -> dict:
         return {
+            "params": plain(self.params()),
             "rng": rng_state(self._rng),
             "status": {str(t): s for t, s in self._status.items()},
             "configs": {str(t): c for t, c in self._configs.items()},
@@ -160,6 +168,12 @@ class SchedulerCore(Scheduler):
         }
 
     def _load_core_state(self, state: dict) -> None:
+        saved, mine = state.get("params", {}), plain(self.params())
+        differ = [f"{k}={saved.get(k)!r} (saved) vs {v!r}" for k, v in mine.items()
+                  if saved.get(k) != v]
+        if differ:
+            raise UserError(f"saved {self.name} state was made with other settings: "
+                            + ", ".join(differ))
         set_rng_state(self._rng, state["rng"])
         self._status = {int(t): s for t, s in state["status"].items()}
         self._configs = {int(t): c for t, c in state["configs"].items()}

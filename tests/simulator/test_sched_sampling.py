@@ -141,3 +141,11 @@ def test_fast_nearest_agrees_with_the_elementwise_distance():
     fast = table.nearest(queries)
     picked = exact[np.arange(50), fast]
     np.testing.assert_allclose(picked, exact.min(axis=1), atol=1e-9)
+
+
+def test_loading_state_made_with_other_settings_is_a_user_error():
+    source = SpaceSource(conditional_space())
+    saved = make_scheduler("hyperband", source=source, max_t=27, trials=10).state_dict()
+    other = make_scheduler("hyperband", source=source, max_t=81, trials=10)
+    with pytest.raises(UserError, match="max_t=27"):
+        other.load_state_dict(saved)
