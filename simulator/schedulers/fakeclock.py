@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .base import DONE, WAIT, Decision, Resume, Scheduler, Start
+from .base import DONE, Decision, Resume, Scheduler, Start
 
 MetricFn = Callable[[dict, int, np.random.Generator], float]
 
@@ -110,4 +110,4 @@ class FakeClock:
         return self.counts["suggest"] + self.counts["result"] + self.counts["failure"]
 
 
-__all__ = ["FakeClock", "WAIT", "DONE"]
+__all__ = ["FakeClock"]
