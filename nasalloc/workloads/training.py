@@ -102,6 +102,10 @@ class ClassifierTrainer(Trainer):
         self.ctx = current_context(device)
         self.seed = int(seed)
         self.epoch = 0
+        if self.ctx.device.startswith("cuda"):
+            # Keep the (small) data sets on the GPU: a step then costs what the model costs.
+            data = TensorSplits(*(None if t is None else t.to(self.ctx.device) for t in
+                                  (data.train_x, data.train_y, data.val_x, data.val_y, data.test_x, data.test_y)))
         self.data = data
         self.global_batch = global_batch_size(int(batch_size), batch_policy, self.ctx.world_size)
         self.steps_per_epoch = steps_per_epoch
@@ -156,7 +160,7 @@ class ClassifierTrainer(Trainer):
         self.epoch += 1
         self.model.train()
         n = len(self.data.train_y)
-        order = epoch_permutation(n, self.seed, self.epoch)
+        order = epoch_permutation(n, self.seed, self.epoch).to(self.data.train_y.device)
         world, rank, batch = self.ctx.world_size, self.ctx.rank, self.global_batch
         sync = 0.0
         self._synchronize()
@@ -198,7 +202,7 @@ class ClassifierTrainer(Trainer):
             for lo in range(start, end, chunk):
                 hi = min(lo + chunk, end)
                 logits = self.module(inputs[lo:hi].to(self.ctx.device))
-                correct += int((logits.argmax(1).cpu() == labels[lo:hi]).sum())
+                correct += int((logits.argmax(1) == labels[lo:hi].to(logits.device)).sum())
         total_correct, = self.ctx.all_reduce_sum([float(correct)])
         return total_correct / len(labels)
 
