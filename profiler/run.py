@@ -361,6 +361,8 @@ def run_profile(request: ProfileRequest, echo: Callable[[str], None] = print) ->
             if not measured:
                 continue
             measurements.extend(measured)
+            if len(measurements) == len(measured) and (measured[0].get("workload") or {}).get("synthetic_data"):
+                echo(f"note: {(measured[0]['workload'].get('data') or 'the workload trains on synthetic data')}")
             steps = measured[0].get("steps_per_epoch")
             if request.workload_options.get("steps_per_epoch") and steps and steps > request.workload_options["steps_per_epoch"]:
                 echo(f"note: workload {request.workload!r} does not take --steps; it trained {steps} steps per epoch")

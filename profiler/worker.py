@@ -109,8 +109,19 @@ def software_and_hardware(device: str) -> dict:
         info["nccl"] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
         info["device_names"] = [torch.cuda.get_device_name(torch.device(device))]
     else:
-        info["device_names"] = [platform.processor() or platform.machine()]
+        info["device_names"] = [_cpu_name()]
     return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def measure(args: argparse.Namespace) -> Optional[dict]:
