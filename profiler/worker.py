@@ -207,8 +207,24 @@ def measure(args: argparse.Namespace) -> Optional[dict]:
     }
 
 
+def exit_when_orphaned(interval_s: float = 1.0) -> None:
+    """End this rank if the launcher that started it dies (its siblings would hang otherwise)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    exit_when_orphaned()
     result = measure(args)
     if result is not None:
         atomic_write_json(Path(args.result), result)

@@ -202,3 +202,42 @@ def test_config_updates_the_reference(tmp_path):
     file = tmp_path / "c.json"
     file.write_text('{"depth": 3}')
     assert load_config(str(file), reference) == {"lr": 0.1, "depth": 3}
+
+
+def _worker_pids(marker: str) -> list:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    cmdline = handle.read().decode(errors="replace")
+            except OSError:
+                continue
+            if "nasalloc.profiler.worker" in cmdline and marker in cmdline:
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.slow
+def test_ranks_end_when_the_profiler_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed" / "p.json"
+    parent = subprocess.Popen([sys.executable, "-m", "nasalloc", "profile", "--gpus", "1", "--device", "cpu",
+                               "--workload", "digits", "--warmup", "0", "--epochs", "500", "--out", str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _worker_pids(str(tmp_path)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _worker_pids(str(tmp_path)), "the worker never started"
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 15
+    while _worker_pids(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _worker_pids(str(tmp_path)) == []
