@@ -193,15 +193,26 @@ def _run_jobs(request: ProfileRequest, jobs: list, label: str, attempt: int = 0)
     running = [request.launcher.start(job) for job in jobs]
     deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
     try:
-        for job in running:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if job.wait(left) is None:
-                job.terminate(f"timed out after {request.timeout_s:g} s")
+        while True:
+            codes = [job.poll() for job in running]
+            if any(code not in (None, 0) for code in codes):
+                # co-located trials wait for each other: one failing must end them all
+                for job in running:
+                    job.terminate("stopped: another job of the same measurement failed")
+                break
+            if all(code is not None for code in codes):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                for job in running:
+                    job.terminate(f"timed out after {request.timeout_s:g} s")
+                break
+            time.sleep(0.1)
     finally:
         for job in running:
             if job.poll() is None:
                 job.terminate("interrupted")
-    failed = [job for job in running if job.returncode != 0]
+    failed = sorted((job for job in running if job.returncode != 0),
+                    key=lambda job: "stopped: another" in (job.failure or ""))  # the cause first
     if not failed:
         return None
     first = failed[0]

@@ -170,7 +170,8 @@ def measure(args: argparse.Namespace) -> Optional[dict]:
 
     if group is not None:  # keep the others' measured epochs contended
         group.arrive("done")
-        while group.count("done") < group.size:
+        deadline = time.monotonic() + GROUP_TIMEOUT_S
+        while group.count("done") < group.size and time.monotonic() < deadline:
             trainer.train_epoch()
 
     memory, memory_kind = peak_memory_mb(ctx.device)

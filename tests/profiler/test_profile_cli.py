@@ -102,15 +102,17 @@ import os
 
 class Flaky(DigitsWorkload):
     def make_trainer(self, config, seed, device="cpu"):
-        if os.environ.get("WORLD_SIZE") == "{ranks}":
+        if {condition}:
             raise RuntimeError("{message}")
         return super().make_trainer(config, seed, device)
 """
 
 
-def _user_workload(tmp_path, monkeypatch, ranks, message):
-    name = f"flaky_{ranks}_{abs(hash(message)) % 1000}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(FAILING_WORKLOAD.format(ranks=ranks, message=message)))
+def _user_workload(tmp_path, monkeypatch, ranks, message, condition=None):
+    condition = condition or f"os.environ.get('WORLD_SIZE') == '{ranks}'"
+    name = f"flaky_{ranks}_{abs(hash(message + condition)) % 10000}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(FAILING_WORKLOAD.format(condition=condition,
+                                                                                 message=message)))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return f"{name}:Flaky"
@@ -125,6 +127,22 @@ def test_a_crashing_rank_stops_the_run_with_its_last_lines(tmp_path, monkeypatch
     assert code == 1
     assert "rank 0 exited with status 1" in err and "boom in the trainer" in err
     assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_failing_colocated_trial_ends_the_ones_waiting_for_it(tmp_path, monkeypatch, capsys):
+    import time
+
+    spec = _user_workload(tmp_path, monkeypatch, 1, "trial 1 cannot start",
+                          condition="os.environ.get('NASALLOC_JOB_NAME', '').endswith('coloc2-r0-1')")
+    out = tmp_path / "p.json"
+    began = time.monotonic()
+    code, _, err = run_cli(["profile", "--gpus", "0.5", "--device", "cpu", "--workload", spec, "--warmup", "0",
+                            "--epochs", "1", "--out", str(out)], capsys)
+    assert code == 1 and "trial 1 cannot start" in err and "coloc2-r0-1: rank 0 exited with status 1" in err
+    assert time.monotonic() - began < 120  # trial 0 did not wait out its barrier
+    profile = json.loads(out.read_text())  # what was measured before (g = 1) is kept
+    assert profile["complete"] is False and [m["gpus"] for m in profile["measurements"]] == [1]
 
 
 @pytest.mark.slow
