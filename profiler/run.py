@@ -334,7 +334,7 @@ def build_profile(request: ProfileRequest, measurements: list, skipped: list, co
                      else "CPU processes with one thread each (not GPUs)"},
         "software": {k: env[k] for k in ("python", "torch", "cuda", "nccl")},
         "workload": workload,
-        "settings": {"gpus": request.gpus, "warmup": request.warmup, "epochs": request.epochs,
+        "settings": {"gpus": [int(g) if g >= 1 else g for g in request.gpus], "warmup": request.warmup, "epochs": request.epochs,
                      "repeats": request.repeats, "seed": request.seed,
                      "baseline_added": request.added_baseline},
         "measurements": public,
