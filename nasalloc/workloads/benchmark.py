@@ -15,6 +15,7 @@ measured epoch times (printed, and returned by :func:`cost_check`).
 from __future__ import annotations
 
 import gzip
+import math
 import sys
 import time
 from pathlib import Path
@@ -80,8 +81,11 @@ def _train_job(args) -> tuple[int, list[dict], float]:
     return trial_id, rows, time.perf_counter() - began
 
 
-def _complete_trials(working: Path, epochs: int) -> set[int]:
-    """Trial ids with all epochs in the working file; rewrites it without partial trials."""
+def _complete_trials(working: Path, epochs: int, sampled: list[dict]) -> set[int]:
+    """Trial ids with all epochs in the working file; rewrites it without partial trials.
+
+    A recorded trial must have the config sampled for its id now (same --seed, same
+    --configs: ConfigSpace draws a different sequence for another count)."""
     if not working.exists() or working.stat().st_size == 0:
         return set()
     frame = read_trace(working)
@@ -90,7 +94,20 @@ def _complete_trials(working: Path, epochs: int) -> set[int]:
     if len(complete) < len(counts):
         kept = frame[frame["trial_id"].isin(complete)]
         write_trace(working, kept)
+        frame = kept
+    recorded = Curves.from_trace(frame, str(working)) if complete else None
+    for trial_id, config in zip(recorded.trial_ids if recorded else [], recorded.configs if recorded else []):
+        if trial_id < len(sampled) and not _same_config(config, sampled[trial_id]):
+            raise UserError(f"{working}: trial {trial_id} was recorded with another config than --seed/--configs "
+                            f"sample now; resume with the original arguments or choose another --out")
     return complete
+
+
+def _same_config(a: dict, b: dict) -> bool:
+    if set(a) != set(b):
+        return False
+    return all(math.isclose(a[k], b[k], rel_tol=1e-9) if isinstance(b[k], float) else str(a[k]) == str(b[k])
+               for k in a)
 
 
 def cost_check(curves: Curves, workload) -> dict:
@@ -104,6 +121,8 @@ def cost_check(curves: Curves, workload) -> dict:
     measured = np.array([np.median(s) for s in curves.epoch_seconds])
     predicted = np.array([workload.relative_cost(c) for c in curves.configs])
     ratio = (predicted / np.median(predicted)) / (measured / np.median(measured))
+    if len(measured) < 3:  # no correlation to speak of
+        pearsonr = spearmanr = lambda x, y: (float("nan"),)  # noqa: E731
     return {
         "configs": int(len(measured)),
         "pearson": float(pearsonr(predicted, measured)[0]),
@@ -125,8 +144,8 @@ def run_benchmark(out: Path, configs: int, epochs: int = 81, seed: int = 0, jobs
     working = out.with_suffix("") if out.suffix == ".gz" else out
     if out.suffix == ".gz" and out.exists() and not working.exists():
         working.write_bytes(gzip.decompress(out.read_bytes()))  # extend a finished benchmark
-    done = _complete_trials(working, epochs)
     sampled = sample_configs(workload, configs, seed)
+    done = _complete_trials(working, epochs, sampled)
     todo = [t for t in range(configs) if t not in done]
     echo(f"{workload.name}: {configs} configs x {epochs} epochs, seed {seed}; "
          f"{len(done & set(range(configs)))} already complete in {working}, {len(todo)} to train with {jobs} process(es)")
