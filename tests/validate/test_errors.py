@@ -1,0 +1,73 @@
+"""A user's mistake ends ``nasalloc validate`` with one line and exit status 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nasalloc.cli import main
+
+
+def _run(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.err.strip().splitlines()
+
+
+def test_missing_plan_is_one_line_and_status_2(tmp_path, capsys):
+    code, lines = _run(["validate", "--plan", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(lines) == 1
+    assert "plan not found" in lines[0] and "nope.json" in lines[0]
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    (json.dumps({"schema": "other/1"}), "schema 'other/1'"),
+    (json.dumps({"schema": "nasalloc.plan/1", "budget": 2}), "missing field 'gpus_per_node'"),
+])
+def test_malformed_plan_is_one_line_and_status_2(tmp_path, capsys, content, expected):
+    plan = tmp_path / "plan.json"
+    plan.write_text(content)
+    code, lines = _run(["validate", "--plan", str(plan), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(lines) == 1
+    assert expected in lines[0]
+    assert not (tmp_path / "o").exists()  # nothing written for a bad plan
+
+
+def _minimal_plan(tmp_path):
+    entry = {"scheduler": {"algorithm": "asha", "max_t": 3, "eta": 3, "trials": 1},
+             "best": {"gpus_per_trial": 1.0}, "worst": {"gpus_per_trial": 2.0},
+             "splits": [{"gpus_per_trial": 1.0}, {"gpus_per_trial": 2.0}], "events": {"seed": 0}}
+    plan = {"schema": "nasalloc.plan/1", "budget": 2, "gpus_per_node": 2, "workload": "digits",
+            "metric": {"name": "accuracy", "mode": "max"}, "profile": {"content": {}},
+            "curves": {"path": str(tmp_path / "missing.csv"), "sha256": "0"}, "scheduler": {"max_t": 3},
+            "algorithms": {"asha": entry}}
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--algorithms", "bohb"], "'bohb' is not in the plan"),
+    (["--which", "3"], "3 GPUs per trial was not simulated"),
+    (["--which", "fastest"], "'fastest' is not best, worst, all"),
+    (["--time-limit", "0"], "--time-limit 0"),
+    (["--resume"], "holds no validation to resume"),
+    ([], "curves"),  # the plan's curves are gone
+])
+def test_bad_options_are_one_line_and_status_2(tmp_path, capsys, extra, expected):
+    plan = _minimal_plan(tmp_path)
+    code, lines = _run(["validate", "--plan", str(plan), "--out", str(tmp_path / "o"), *extra], capsys)
+    assert code == 2 and len(lines) == 1
+    assert expected in lines[0]
+
+
+def test_unknown_executor_names_the_choices(tmp_path, capsys):
+    from nasalloc.errors import UserError
+    from nasalloc.validate.executor import make_executor
+
+    with pytest.raises(UserError, match="executor 'nope' is not available.*local"):
+        make_executor("nope", device="cpu")
