@@ -121,3 +121,16 @@ def test_space_from_values_keeps_integers_and_constants():
     space = space_from_values([{"depth": 2, "act": "relu"}, {"depth": 5, "act": "relu"}])
     assert (space["depth"].lower, space["depth"].upper) == (2, 5)
     assert space["act"].value == "relu"
+
+
+def test_a_trace_naming_a_built_in_workload_gets_its_space(tmp_path):
+    from nasalloc.workloads.digits import DigitsWorkload
+
+    path = tmp_path / "digits.csv"
+    config = DigitsWorkload().reference_config()
+    with TraceWriter(path, config_names=list(DigitsWorkload().search_space().keys())) as writer:
+        writer.write(_row(0, 1, config, 0.5, workload="digits"))
+    curves = Curves.from_trace(read_trace(path))
+    assert curves.configs == [config]
+    space = curves.config_space()
+    assert space["family"].choices == ("cnn", "mlp") and len(space.conditions) == 3
