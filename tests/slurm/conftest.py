@@ -47,11 +47,19 @@ class Slurm:
                 "--cpus-per-task=1", "--immediate=30", "--job-name=nasalloc-test", *command]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, cwd=cwd, env=env)
 
-    def sbatch(self, script, cwd, extra: tuple = ()) -> str:
-        done = subprocess.run(["sbatch", "--parsable", "--immediate", *extra, str(script)], capture_output=True,
+    def sbatch(self, script, cwd, extra: tuple = (), start_timeout_s: float = 30) -> str:
+        """Submit ``script`` and wait until it runs (sbatch has no --immediate: a job the cluster
+        cannot start would pend forever, so it is cancelled after ``start_timeout_s``)."""
+        done = subprocess.run(["sbatch", "--parsable", *extra, str(script)], capture_output=True,
                               text=True, timeout=COMMAND_TIMEOUT_S, cwd=cwd)
         assert done.returncode == 0, done.stderr
-        return done.stdout.strip().split(";")[0]
+        job_id = done.stdout.strip().split(";")[0]
+        try:
+            self.wait_until(lambda: self.state(job_id) != "PENDING", start_timeout_s, f"job {job_id} to start")
+        except AssertionError:
+            self.cancel(job_id)
+            raise
+        return job_id
 
     def state(self, job_id: str) -> Optional[str]:
         """The job's state (RUNNING, PENDING, ...) or None once it has left the queue."""
@@ -63,6 +71,13 @@ class Slurm:
         done = subprocess.run(["squeue", "--steps", "--noheader", f"--jobs={job_id}", "--format=%i %j"],
                               capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
         return [line.split() for line in done.stdout.splitlines() if line.strip()]
+
+    def steps_named(self, prefix: str) -> list:
+        """(step id, name) of every running step, of any job, whose name starts with ``prefix``."""
+        done = subprocess.run(["squeue", "--steps", "--noheader", "--format=%i %j"], capture_output=True, text=True,
+                              timeout=COMMAND_TIMEOUT_S)
+        rows = [line.split() for line in done.stdout.splitlines() if len(line.split()) == 2]
+        return [tuple(row) for row in rows if row[1].startswith(prefix)]
 
     def wait_until(self, predicate, timeout_s: float, what: str, interval_s: float = 0.5):
         deadline = time.monotonic() + timeout_s

@@ -1,0 +1,135 @@
+"""`nasalloc validate --executor slurm` against a real SLURM: trials as job steps, a killed step
+recorded and survived, and an allocation's SIGTERM followed by --resume in a new allocation."""
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import nasalloc.data
+from nasalloc.io import read_jsonl
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+NASALLOC = [sys.executable, "-m", "nasalloc"]
+RUN_DIR = "asha_g1"  # the plan's only split: 2 trials of 1 GPU at once
+ENDS = ("complete", "stop", "fail")
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory, slurm):
+    """A small plan: ASHA, budget 2 on nodes of 2 GPUs split into 2 trials of 1 GPU, 4 trials of at
+    most 3 epochs."""
+    data = Path(nasalloc.data.__file__).parent
+    curves = next((p for p in (data / "digits_curves.csv.gz", data / "digits_curves.csv") if p.exists()), None)
+    if curves is None:
+        pytest.skip("the shipped digits learning curves are missing")
+    out = tmp_path_factory.mktemp("plan")
+    curves = Path(shutil.copy(curves, out))  # the plan pins the curves' sha256: keep a copy nobody rewrites
+    done = subprocess.run([*NASALLOC, "simulate", "--budget", "2", "--gpus-per-node", "2", "--algorithms", "asha",
+                           "--gpus-per-trial", "1", "--max-epochs", "3", "--trials", "4", "--seeds", "1",
+                           "--jobs", "1", "--curves", str(curves), "--out", str(out), "-q"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return out / "plan.json"
+
+
+def kinds_by_trial(events):
+    trials = {}
+    for e in events:
+        trials.setdefault(e["trial_id"], []).append(e["kind"])
+    return trials
+
+
+def test_trials_run_as_steps_and_a_killed_step_is_recorded_and_survived(slurm, plan, tmp_path):
+    out = tmp_path / "validate"
+    killed = {}
+
+    def kill_first_trial_step():  # a step dies under the runner (a node fault, an admin's scancel)
+        def find():
+            return next((s for s in (slurm.steps_named("nasalloc-trial")) if s), None)
+        try:
+            step_id, name = slurm.wait_until(find, 120, "a trial step", interval_s=0.2)
+        except AssertionError:
+            return
+        slurm.cancel(step_id)
+        killed.update(step=step_id, name=name)
+
+    killer = threading.Thread(target=kill_first_trial_step, daemon=True)
+    killer.start()
+    done = slurm.salloc([*NASALLOC, "validate", "--plan", str(plan), "--which", "best", "--device", "cpu",
+                         "--executor", "slurm", "--out", str(out)], gpus=2, cpus=2, timeout_s=240)
+    killer.join(5)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert killed, "no trial step was seen to kill"
+    trial = int(killed["name"].split("-")[1].removeprefix("trial"))
+
+    events = list(read_jsonl(out / RUN_DIR / "events.jsonl"))
+    fails = [e for e in events if e["kind"] == "fail"]
+    assert [e["trial_id"] for e in fails] == [trial]
+    error = fails[0]["error"]
+    assert f"trial{trial}-s1: rank 0 on " in error and "srun exit status" in error, error
+    # the slot came back and the search went on: every trial ended, more started after the failure
+    after = events[events.index(fails[0]) + 1:]
+    assert any(e["kind"] in ("start", "resume") for e in after)
+    for tid, kinds in kinds_by_trial(events).items():
+        assert kinds[0] == "start" and kinds[-1] in ENDS, (tid, kinds)
+    assert {tuple(e["placement"]) for e in events if e["kind"] == "start"} <= {(0,), (1,)}
+    state = json.loads((out / RUN_DIR / "state.json").read_text())
+    assert state["finished"] is True
+    assert json.loads((out / "report.json").read_text())["splits"][0]["failed"] == 1
+
+
+def test_sigterm_checkpoints_and_resume_in_a_new_allocation_loses_nothing(slurm, plan, tmp_path):
+    out = tmp_path / "validate"
+    script = tmp_path / "validate.sbatch"
+    done = subprocess.run([*NASALLOC, "sbatch", "--plan", str(plan), "--out", str(out), "--which", "best",
+                           "--device", "cpu", "--grace", "30", "--time", "10", "--signal-lead", "60",
+                           "--job-name", "nasalloc-test", "--script", str(script)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = script.read_text()
+    assert "#SBATCH --signal=B:TERM@60" in text and "--executor slurm $resume" in text
+    # this machine has 2 CPUs: the job asks for the budget's 2 GPUs and one CPU per rank
+    assert "#SBATCH --gpus-per-node=2" in text and "#SBATCH --cpus-per-task=1" in text
+
+    events_path = out / RUN_DIR / "events.jsonl"
+    first = slurm.sbatch(script, cwd=tmp_path)
+
+    def first_epoch():
+        if events_path.exists() and any(e["kind"] == "epoch" for e in read_jsonl(events_path)):
+            return True
+        assert slurm.state(first), f"job {first} ended early: " + (out / f"slurm-{first}.out").read_text()[-2000:]
+
+    slurm.wait_until(first_epoch, 120, "the first epoch")
+    slurm.cancel(first, "--signal=TERM", "--batch")  # what --signal=B:TERM does before the time limit
+    slurm.wait_gone(first, 90)
+    log = (out / f"slurm-{first}.out").read_text()
+    assert "interrupted (SIGTERM)" in log, log[-2000:]
+    state = json.loads((out / RUN_DIR / "state.json").read_text())
+    assert state["finished"] is False and "SIGTERM" in state["ended"]
+    before = list(read_jsonl(events_path))
+    interrupted = {e["trial_id"] for e in before if e["kind"] == "pause" and e.get("extra", {}).get("interrupted")}
+    ended = {e["trial_id"] for e in before if e["kind"] in ENDS}
+    assert interrupted, "no running trial was paused by the signal"
+    epochs_before = {(e["trial_id"], e["epoch"]) for e in before if e["kind"] == "epoch"}
+
+    second = slurm.sbatch(script, cwd=tmp_path)  # the same file: it resumes
+    slurm.wait_gone(second, 180)
+    state = json.loads((out / RUN_DIR / "state.json").read_text())
+    assert state["finished"] is True, (out / f"slurm-{second}.out").read_text()[-2000:]
+    after = list(read_jsonl(events_path))[len(before):]
+    relaunched = {e["trial_id"] for e in after if e["kind"] in ("start", "resume")}
+    assert not relaunched & ended, "a finished trial ran again"
+    assert interrupted <= relaunched  # the paused trials went on in the new allocation ...
+    for e in after:
+        if e["kind"] == "resume" and e["trial_id"] in interrupted:
+            assert e["epoch"] >= 1  # ... from their checkpoint, not from scratch
+    reported_twice = [e for e in after if e["kind"] == "epoch" and (e["trial_id"], e["epoch"]) in epochs_before
+                      and not e.get("extra", {}).get("replay")]
+    assert not reported_twice
+    for tid, kinds in kinds_by_trial(before + after).items():
+        assert kinds[-1] in ENDS, (tid, kinds)
