@@ -39,6 +39,11 @@ for mode, ranks in (("ok", 2), ("fail", 2)):
     done = run_job(launcher, job, timeout=60)
     report[mode] = {"returncode": done.returncode, "failure": done.failure, "tail": done.stderr_tail(5),
                     "seconds": time.monotonic() - began}
+# two single-rank jobs that name the same GPU (the profiler's co-located trials) share it
+pair = [launcher.start(DDPJob(module="nasalloc_probe", args=[str(root), f"share{i}"], ranks=1, gpu_ids=["1"],
+                              name=f"share{i}", env={"PYTHONPATH": str(root)}, log_dir=root / f"share{i}"))
+        for i in range(2)]
+report["shared"] = [job.wait(60) for job in pair]
 hang = launcher.start(DDPJob(module="nasalloc_probe", args=[str(root), "hang"], ranks=1, name="hang",
                              env={"PYTHONPATH": str(root)}, log_dir=root / "hang"))
 time.sleep(1.5)
@@ -77,6 +82,11 @@ def test_jobs_run_as_steps_with_slurm_ranks_gpus_and_failures(slurm, tmp_path):
     assert failed["failure"].startswith("fail: rank 1 on ") and "exited with status 3" in failed["failure"]
     assert "gives up on purpose" in failed["failure"] and "gives up on purpose" in failed["tail"]
     assert failed["seconds"] < 30  # --kill-on-bad-exit: the sleeping sibling did not hold the job
+
+    assert report["shared"] == [0, 0]
+    shared = [json.loads((tmp_path / f"share{i}-rank0.json").read_text()) for i in range(2)]
+    assert [r["CUDA_VISIBLE_DEVICES"] for r in shared] == ["1", "1"]  # the named GPU, for both
+    assert shared[0]["SLURM_STEP_ID"] != shared[1]["SLURM_STEP_ID"]
 
     hang = report["hang"]
     assert hang["returncode"] != 0 and hang["failure"] == "hang: stopped by the test"

@@ -1,0 +1,60 @@
+"""The slurm executor's and launcher's checks, without a SLURM (no step is started here)."""
+
+import socket
+
+import pytest
+
+from nasalloc.errors import UserError
+from nasalloc.profiler.launch import DDPJob
+from nasalloc.profiler.slurm import SlurmLauncher
+from nasalloc.profiler.slurm_env import Allocation
+from nasalloc.validate.executor import make_executor
+from nasalloc.validate.slurm import SlurmExecutor
+
+TWO_NODES = Allocation(job_id="42", hosts=("n1", "n2"), gpus_per_node=4, cpus_per_node=(32, 32))
+
+
+def executor(allocation=TWO_NODES, gpus_per_node=None, **kw):
+    return SlurmExecutor(launcher=SlurmLauncher(allocation, gpus_per_node), **kw)
+
+
+def test_the_launcher_shares_a_node_s_cpus_among_its_gpus_and_places_by_gpus():
+    launcher = SlurmLauncher(TWO_NODES)
+    assert launcher.cpus_per_task == 8
+    cap = launcher.capacity("cpu")
+    assert (cap.gpus, cap.nodes, cap.gpus_per_node, cap.cpus) == (8, 2, 4, 32)
+    assert [launcher.nodes_for(r, "cpu") for r in (1, 4, 5, 8)] == [1, 1, 2, 2]
+    launcher.check(DDPJob(module="m", ranks=8, nodes=2))
+    with pytest.raises(UserError, match="9 rank\\(s\\) do not fit SLURM job 42: it holds 8 GPU"):
+        launcher.check(DDPJob(module="m", ranks=9, nodes=3))
+    with pytest.raises(UserError, match="--gpus-per-node 8 but SLURM job 42 holds 4"):
+        SlurmLauncher(TWO_NODES, gpus_per_node=8)
+    few_cpus = SlurmLauncher(Allocation("1", ("n1",), 4, (2,)), cpus_per_task=1)
+    with pytest.raises(UserError, match="4 rank\\(s\\) per node x 1 CPU\\(s\\) do not fit"):
+        few_cpus.check(DDPJob(module="m", ranks=4))
+
+
+def test_the_executor_refuses_splits_the_allocation_cannot_hold():
+    executor().check(ranks=8, slots=1)
+    executor().check(ranks=1, slots=8)
+    with pytest.raises(UserError, match="trials of 6 GPUs span nodes of 4 GPUs unevenly"):
+        executor().check(ranks=6, slots=1)
+    with pytest.raises(UserError, match="trials of 12 GPUs do not fit"):
+        executor().check(ranks=12, slots=1)
+    small = executor(Allocation("7", ("n1",), 4, (2,)))
+    small.check(ranks=1, slots=2)  # this machine: 2 CPUs hold 2 one-CPU ranks at once
+    with pytest.raises(UserError, match="4 rank\\(s\\) at once per node x 1 CPU\\(s\\) do not fit"):
+        small.check(ranks=1, slots=4)
+
+
+def test_ranks_reach_the_runner_on_loopback_only_when_every_host_is_this_one():
+    assert executor(Allocation("1", ("localhost",), 2, (2,))).runner_host() == "127.0.0.1"
+    assert executor().runner_host() == socket.gethostname()
+
+
+def test_the_executor_is_registered_and_needs_an_allocation(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("SLURM_JOBID", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")  # no srun either
+    with pytest.raises(UserError, match="srun on PATH|not inside a SLURM allocation"):
+        make_executor("slurm", device="cpu", gpus_per_node=2)
