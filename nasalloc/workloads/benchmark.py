@@ -10,6 +10,11 @@ Resumable: each finished config's rows are appended to a plain-CSV working file
 killed run left half written. At the end the trace is gzipped atomically into ``FILE`` and
 the working file removed. The relative-cost model of the workload is checked against the
 measured epoch times (printed, and returned by :func:`cost_check`).
+
+``epoch_seconds`` here is the CPU time of the epoch (training + evaluation) of the
+single-threaded process: on a dedicated core that is its wall time, and unlike wall time it
+does not grow when other processes share the cores (on a shared 2-core machine wall time came
+out 3x too long and noisy; CPU time varies by ~1%). ``start_s``/``end_s`` are wall clock.
 """
 
 from __future__ import annotations
@@ -61,8 +66,9 @@ def train_curve(workload_spec: str, config: dict, seed: int, epochs: int, run_be
     rows = []
     for _ in range(epochs):
         start = time.time() - run_began
+        cpu_began = time.process_time()
         result = trainer.train_epoch()
-        seconds = result.train_seconds + result.eval_seconds
+        seconds = time.process_time() - cpu_began  # see the module note: CPU, not wall, time
         rows.append(dict(
             epoch=result.epoch, config=config, val_metric=round(result.val_metric, METRIC_DECIMALS),
             test_metric=None if result.test_metric is None else round(result.test_metric, METRIC_DECIMALS),
