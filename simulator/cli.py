@@ -9,8 +9,8 @@ Defaults (each printed when used):
 * ``--profile``: the embedded default (published ResNet-50 figures on A100, cited);
 * ``--curves``: the shipped digits learning-curve benchmark;
 * ``--gpus-per-trial``: every power of two up to the budget that places evenly on the nodes,
-  plus the fractions 1/k for the co-location counts k the profile measured, or 1/2 and 1/4 under
-  the time-slicing assumption when it measured none;
+  plus the fractions 1/k for the co-location counts k the profile measured (none when it
+  measured none: under the time-slicing assumption sharing never wins, see ``cluster.py``);
 * ``--gpus-per-node``: the profile's, else 4;
 * ``--max-epochs``: the curves' length; ``--min-epochs`` 1; ``--eta`` 3;
 * ``--brackets``: one full HyperBand iteration (s_max + 1 brackets) for HyperBand and BOHB, and
@@ -27,29 +27,6 @@ import click
 from nasalloc.cli import out_option, quiet_option, seed_option
 from nasalloc.errors import UserError
 
-ALGORITHM_NAMES = ("hyperband", "asha", "bohb")
-
-
-def parse_algorithms(text: str) -> tuple:
-    from .schedulers import ALGORITHMS
-
-    names = [item.strip().lower() for item in str(text).split(",") if item.strip()]
-    if not names:
-        raise UserError(f"--algorithms {text!r} is empty (expected a list of {', '.join(ALGORITHMS)})")
-    for name in names:
-        if name not in ALGORITHMS:
-            raise UserError(f"--algorithms: unknown algorithm {name!r} (expected {', '.join(ALGORITHMS)})")
-    return tuple(dict.fromkeys(names))
-
-
-def _positive(name: str, value, allow_none: bool = True):
-    if value is None and allow_none:
-        return None
-    if value is None or value < 1:
-        raise UserError(f"{name} {value!r} must be a whole number >= 1")
-    return value
-
-
 @click.command("simulate")
 @click.option("--budget", type=int, required=True, help="GPUs of the whole search (e.g. 64).")
 @click.option("--profile", "profile_path", type=str, default=None,
@@ -59,7 +36,7 @@ def _positive(name: str, value, allow_none: bool = True):
 @click.option("--algorithms", default="hyperband,asha,bohb", show_default=True, help="Comma-separated list.")
 @click.option("--gpus-per-trial", "gpus_per_trial", default=None,
               help="Splits to compare, e.g. 0.5,1,2,4 (fractions: trials share a GPU) "
-                   "[default: powers of two up to the budget, plus 1/2 and 1/4].")
+                   "[default: powers of two up to the budget, plus 1/k for co-location counts k the profile measured].")
 @click.option("--gpus-per-node", "gpus_per_node", type=int, default=None,
               help="GPUs per node [default: the profile's, else 4].")
 @click.option("--max-epochs", "max_epochs", type=int, default=None, help="max_t [default: the curves' length].")

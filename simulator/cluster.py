@@ -145,14 +145,15 @@ def parse_gpus_per_trial(text: str) -> list[float]:
 
 
 def default_gpus_per_trial(budget: int, gpus_per_node: int, colocation_counts=()) -> list[float]:
-    """Every power of two up to the budget that places evenly, plus fractions 1/k.
+    """Every power of two up to the budget that places evenly, plus the fractions the profile covers.
 
-    Fractions: the co-location counts the profile measured (powers of two), or 1/2 and 1/4 under
-    the time-slicing default when it measured none (so the table shows what sharing would cost).
+    Fractions 1/k only for the co-location counts k (powers of two) the profile measured: without
+    measurements the simulator can only assume time slicing (each of k sharers k times slower),
+    under which sharing a GPU never beats having it alone, so such splits would only pad the
+    comparison. ``--gpus-per-trial 0.5`` still simulates them on request.
     """
     counts = sorted({int(k) for k in colocation_counts if int(k) >= 2 and (int(k) & (int(k) - 1)) == 0})
-    fractions = [1 / k for k in (counts or [2, 4])]
-    splits = sorted(fractions)
+    splits = sorted(1 / k for k in counts)
     g = 1
     while g <= budget:
         if (g <= gpus_per_node and gpus_per_node % g == 0) or (g > gpus_per_node and g % gpus_per_node == 0):

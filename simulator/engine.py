@@ -58,6 +58,7 @@ class SimulationResult:
     deadline_s: Optional[float] = None
     deadline_metric: float = math.nan        # best metric of any epoch ended by the deadline
     deadline_test_metric: float = math.nan
+    sim_events: int = 0                      # SimPy events the run processed (for the bench)
     events: list = field(default_factory=list)
 
     @property
@@ -114,6 +115,7 @@ class _Simulation:
         self.makespan = 0.0
         self.busy_slot_s = 0.0
         self.epochs = 0
+        self.yields = 0          # SimPy events waited on, besides one timeout per epoch
         self.work_rel = 0.0      # sum of relative costs of the epochs trained (for the lower bound)
         self.deadline_s = deadline_s
         self.deadline_best = (-math.inf, math.nan, math.nan)  # (score, metric, test)
@@ -161,6 +163,7 @@ class _Simulation:
                     self.waiters.appendleft(wake)
                 else:
                     self.waiters.append(wake)
+                self.yields += 1
                 yield wake
                 woken = True
                 continue
@@ -183,15 +186,18 @@ class _Simulation:
             began = env.now
             self.emit(time_s=began, kind="start", trial_id=trial.trial_id, epoch=0, placement=placement,
                       config=config, extra={"row": row})
+            self.yields += 1
             yield env.timeout(self.startup_s)
         elif isinstance(action, Resume):
             trial = self.trials[action.trial_id]
             self.active += 1
             if trial.saved is not None:
+                self.yields += 1
                 yield trial.saved
             trial.paused = False
             began = env.now
             self.emit(time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
+            self.yields += 1
             yield env.timeout(self.startup_s + self.load_s)
         else:
             raise RuntimeError(f"{type(scheduler).__name__}.suggest() returned {action!r}")
@@ -220,6 +226,7 @@ class _Simulation:
                 continue
             if decision is Decision.PAUSE or decision == "pause":
                 trial.saved = env.event()
+                self.yields += 1
                 yield env.timeout(self.save_s)
                 trial.saved.succeed()
                 trial.saved = None
@@ -262,7 +269,8 @@ class _Simulation:
             makespan_s=self.makespan, busy_gpu_s=self.busy_slot_s * self.gpus, trials=len(self.trials),
             epochs=self.epochs, best_metric=best_metric, best_test_metric=best_test, best_trial_id=best_id,
             lower_bound_s=self.work_rel * self.one_gpu_epoch_s / self.split.budget, deadline_s=self.deadline_s,
-            deadline_metric=deadline_metric, deadline_test_metric=deadline_test, events=self.events)
+            deadline_metric=deadline_metric, deadline_test_metric=deadline_test,
+            sim_events=self.epochs + self.yields, events=self.events)
 
     def best_trial(self):
         """The trial whose metric at its last epoch is best; ties go to the lower trial id."""

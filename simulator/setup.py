@@ -16,6 +16,18 @@ from .cluster import (check_budget, default_gpus_per_trial, make_split, parse_gp
 from .timemodel import FALLBACK_GPUS_PER_NODE, LoadedProfile, TimeModel, load_profile
 
 
+def parse_algorithms(text: str) -> tuple:
+    from .schedulers import ALGORITHMS
+
+    names = [item.strip().lower() for item in str(text).split(",") if item.strip()]
+    if not names:
+        raise UserError(f"--algorithms {text!r} is empty (expected a list of {', '.join(ALGORITHMS)})")
+    for name in names:
+        if name not in ALGORITHMS:
+            raise UserError(f"--algorithms: unknown algorithm {name!r} (expected {', '.join(ALGORITHMS)})")
+    return tuple(dict.fromkeys(names))
+
+
 @dataclass
 class PreparedSweep:
     spec: object               # sweep.SweepSpec
@@ -31,7 +43,6 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
             gpus_per_trial=None, gpus_per_node=None, max_epochs=None, min_epochs=1, eta=3, trials=None,
             brackets=None, semantics="ray", seeds=10, seed=0, objective="makespan", deadline=None,
             out="results/simulate", jobs=None) -> PreparedSweep:
-    from .cli import parse_algorithms
     from .curvetable import load_curve_table
     from .schedulers import make_scheduler
     from .schedulers.brackets import check_budget as check_epochs
@@ -67,6 +78,9 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
 
     if gpus_per_trial is None:
         splits = default_gpus_per_trial(budget, gpus_per_node, model.scaling.colocation)
+        if not any(g < 1 for g in splits):
+            notes.append("no co-location measurements in the profile: fractional splits (trials sharing a GPU) are "
+                         "left out of the default list; --gpus-per-trial 0.5,... simulates them time-sliced")
     else:
         splits = parse_gpus_per_trial(gpus_per_trial)
     normalised = sorted({make_split(budget, gpus_per_node, g).gpus_per_trial for g in splits})

@@ -58,15 +58,16 @@ def test_parse_gpus_per_trial():
 
 
 def test_default_splits_are_powers_of_two_that_place_evenly():
-    assert default_gpus_per_trial(64, 4) == [0.25, 0.5, 1, 2, 4, 8, 16, 32, 64]
-    assert default_gpus_per_trial(64, 4, {"2": 1.4}) == [0.5, 1, 2, 4, 8, 16, 32, 64]
-    assert default_gpus_per_trial(12, 6) == [0.25, 0.5, 1, 2]  # 4 does not divide 6, 8 is not a multiple
+    assert default_gpus_per_trial(64, 4) == [1, 2, 4, 8, 16, 32, 64]
+    # fractions only where the profile measured co-location
+    assert default_gpus_per_trial(64, 4, {"2": 1.4, "4": 2.5, "3": 2.0}) == [0.25, 0.5, 1, 2, 4, 8, 16, 32, 64]
+    assert default_gpus_per_trial(12, 6) == [1, 2]  # 4 does not divide 6, 8 is not a multiple
 
 
 @settings(max_examples=200, deadline=None)
 @given(gpus_per_node=st.sampled_from([1, 2, 4, 6, 8]), budget=st.integers(1, 80), data=st.data())
 def test_placement_invariants(gpus_per_node, budget, data):
-    candidates = [g for g in default_gpus_per_trial(budget, gpus_per_node)]
+    candidates = default_gpus_per_trial(budget, gpus_per_node, {"2": 1.5, "4": 3.0})
     g = data.draw(st.sampled_from(candidates))
     split = make_split(budget, gpus_per_node, g)
     uses = Counter(gpu for slot in split.slots for gpu in slot.gpus)

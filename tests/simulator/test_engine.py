@@ -134,7 +134,7 @@ ALGORITHMS = ["hyperband", "asha", "bohb"]
        budget=st.integers(1, 24), gpus_per_node=st.sampled_from([1, 2, 4, 8]), seed=st.integers(0, 2 ** 16),
        data=st.data())
 def test_invariants(algorithm, semantics, budget, gpus_per_node, seed, data):
-    g = data.draw(st.sampled_from(default_gpus_per_trial(budget, gpus_per_node)))
+    g = data.draw(st.sampled_from(default_gpus_per_trial(budget, gpus_per_node, {"2": 1.5, "4": 3.0})))
     table = make_table(rows=25, epochs=9, seed=seed % 7)
     model = time_model(EPOCH, startup_s=3.0, save_s=1.0, load_s=2.0, cv=0.1)
     limits = {"trials": 12} if algorithm == "asha" else {"brackets": 2}
