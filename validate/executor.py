@@ -42,6 +42,7 @@ class JobSpec:
     env: dict = field(default_factory=dict)  # extra environment (channel address, token)
     log_dir: Optional[Path] = None           # per-rank logs (rank<i>.log) go here
     device: str = "cpu"                      # "cpu" or "cuda"
+    trials_per_gpu: int = 1                  # k > 1: a fractional split, k trials share each GPU
 
 
 class Executor(ABC):

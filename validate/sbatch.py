@@ -122,7 +122,7 @@ def sbatch_script(request: SbatchRequest) -> str:
                   f"if [[ -e {shlex.quote(request.resume_marker)} ]]; then resume=--resume; fi"]
         command += " $resume"
     lines = ["#!/bin/bash",
-             "# nasalloc validate inside one SLURM allocation (written by `nasalloc validate --sbatch`).",
+             "# nasalloc validate inside one SLURM allocation (written by `nasalloc sbatch`).",
              *(f"# {note}" for note in request.notes),
              "# Submit with `sbatch FILE`; submit the same file again after the time limit and it",
              "# resumes the run without re-running finished work.",

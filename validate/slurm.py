@@ -42,6 +42,7 @@ class SlurmExecutor(Executor):
         self.allocation = self.launcher.allocation
         self.gpus_per_node = self.launcher.gpus_per_node
         self.trials_per_gpu = int(trials_per_gpu)
+        self._busy: dict = {}  # GPU index -> (trial id, running step) of unshared steps
 
     def check(self, ranks: int, slots: int) -> None:
         gpn, alloc = self.gpus_per_node, self.allocation
@@ -68,12 +69,26 @@ class SlurmExecutor(Executor):
         devices = list(spec.devices)[:1] if shared else list(spec.devices)
         if not shared and len(devices) != spec.ranks:
             raise UserError(f"trial {spec.trial_id}: {spec.ranks} rank(s) but GPUs {devices}")
+        if not shared:
+            self._refuse_busy(spec, devices)
         hosts, per_node = hosts_of_devices(self.allocation, devices, self.gpus_per_node)
         job = DDPJob(module=TRIAL_MODULE, args=list(spec.argv), ranks=spec.ranks, nodes=len(hosts),
                      device=spec.device, env=dict(spec.env), log_dir=spec.log_dir,
                      name=f"trial{spec.trial_id}-s{spec.segment}")
         gpu_index = int(devices[0]) % self.gpus_per_node if shared else None
-        return self.launcher.start_step(job, hosts, per_node, gpu_index=gpu_index)
+        running = self.launcher.start_step(job, hosts, per_node, gpu_index=gpu_index)
+        if not shared:
+            self._busy.update({int(d): (spec.trial_id, running) for d in devices})
+        return running
+
+    def _refuse_busy(self, spec: JobSpec, devices: list) -> None:
+        # A step asking for a GPU another step holds would wait (then fail after --immediate):
+        # say at once that this slot shares a GPU the executor was not told to share.
+        for device in devices:
+            holder = self._busy.get(int(device))
+            if holder is not None and holder[1].poll() is None:
+                raise UserError(f"trial {spec.trial_id}: GPU {device} is held by the step of trial {holder[0]}; "
+                                f"a fractional split must say trials_per_gpu in its JobSpec so steps share GPUs")
 
 
 register_executor("slurm", SlurmExecutor)

@@ -58,3 +58,49 @@ def test_the_executor_is_registered_and_needs_an_allocation(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")  # no srun either
     with pytest.raises(UserError, match="srun on PATH|not inside a SLURM allocation"):
         make_executor("slurm", device="cpu", gpus_per_node=2)
+
+
+class RecordingLauncher(SlurmLauncher):
+    """Records where steps would go instead of calling srun."""
+
+    def __init__(self, allocation):
+        super().__init__(allocation)
+        self.calls = []
+
+    def start_step(self, job, hosts, tasks_per_node, gpu_index=None):
+        self.calls.append((job.name, tuple(hosts), tasks_per_node, gpu_index))
+        return Running()
+
+
+class Running:
+    code = None
+
+    def poll(self):
+        return self.code
+
+
+def spec(trial, devices, ranks=None, trials_per_gpu=1):
+    from nasalloc.validate.executor import JobSpec
+
+    return JobSpec(trial_id=trial, segment=1, ranks=ranks or len(devices), devices=devices, argv=["--spec", "x"],
+                   trials_per_gpu=trials_per_gpu)
+
+
+def test_slots_become_steps_on_their_nodes_and_shared_gpus_overlap():
+    launcher = RecordingLauncher(TWO_NODES)
+    ex = SlurmExecutor(launcher=launcher)
+    ex.launch(spec(0, [4, 5])).code = 0  # ended before the next split's trial takes every GPU
+    ex.launch(spec(1, [0, 1, 2, 3, 4, 5, 6, 7]))
+    ex.launch(spec(2, [6], ranks=1, trials_per_gpu=2))
+    ex.launch(spec(3, [6], ranks=1, trials_per_gpu=2))
+    assert launcher.calls == [("trial0-s1", ("n2",), 2, None), ("trial1-s1", ("n1", "n2"), 4, None),
+                              ("trial2-s1", ("n2",), 1, 2), ("trial3-s1", ("n2",), 1, 2)]
+
+
+def test_an_unshared_step_on_a_gpu_another_step_holds_is_refused_at_once():
+    ex = SlurmExecutor(launcher=RecordingLauncher(TWO_NODES))
+    first = ex.launch(spec(0, [3], ranks=1))
+    with pytest.raises(UserError, match="GPU 3 is held by the step of trial 0.*trials_per_gpu"):
+        ex.launch(spec(1, [3], ranks=1))
+    first.code = 0  # once that step has ended its GPU is free again
+    ex.launch(spec(2, [3], ranks=1))
