@@ -12,6 +12,7 @@ torch is imported inside functions: importing this module stays cheap.
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 from dataclasses import dataclass
@@ -187,8 +188,8 @@ def init_from_env(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) ->
 
     backend = "nccl" if resolved == "cuda" else "gloo"
     kwargs = {}
-    if backend == "nccl":
-        kwargs["device_id"] = torch.device(dev)
+    if backend == "nccl" and "device_id" in inspect.signature(dist.init_process_group).parameters:
+        kwargs["device_id"] = torch.device(dev)  # binds the communicator to this rank's GPU (torch >= 2.3)
     dist.init_process_group(backend=backend, rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s), **kwargs)
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=dev, backend=backend)
