@@ -1,4 +1,3 @@
-
 import pytest
 
 from nasalloc.errors import UserError
