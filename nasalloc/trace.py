@@ -153,11 +153,9 @@ def write_trace(path, frame) -> None:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rt", encoding="utf-8") as handle:
-                return handle.read()
-        return path.read_text(encoding="utf-8")
+    try:  # read_bytes: also works for package data inside a zip (importlib.resources)
+        data = path.read_bytes()
+        return (gzip.decompress(data) if path.name.endswith(".gz") else data).decode("utf-8")
     except (OSError, EOFError, UnicodeDecodeError) as err:
         raise UserError(f"trace {path} cannot be read ({type(err).__name__}: {err})") from None
 

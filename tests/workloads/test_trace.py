@@ -134,3 +134,10 @@ def test_a_trace_naming_a_built_in_workload_gets_its_space(tmp_path):
     assert curves.configs == [config]
     space = curves.config_space()
     assert space["family"].choices == ("cnn", "mlp") and len(space.conditions) == 3
+
+
+def test_unreadable_gzip_is_a_user_error(tmp_path):
+    path = tmp_path / "trace.csv.gz"
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(UserError, match="trace .*trace.csv.gz cannot be read"):
+        read_trace(path)
