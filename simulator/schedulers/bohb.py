@@ -33,7 +33,7 @@ from nasalloc.errors import UserError
 
 from .common import SeedLike, check_count, jfloat, ufloat
 from .hyperband import HyperBand, _Bracket
-from .sampling import ROW_KEY, config_to_vector, kde_vartypes, vector_to_config
+from .sampling import ROW_KEY, config_to_vector, kde_vartypes, round_trip_vectors, vector_to_config
 
 
 def truncated_normal(rng: np.random.Generator, mean: np.ndarray, scale: np.ndarray):
@@ -198,8 +198,7 @@ class BOHB(HyperBand):
         if hasattr(self.source, "nearest"):  # a table: score the rows we could really run
             queries = candidates
             if self.space.conditions:  # inactive dims of a candidate must read as NaN
-                queries = np.array([config_to_vector(self.space, vector_to_config(self.space, c))
-                                    for c in candidates])
+                queries = round_trip_vectors(self.space, candidates)
             rows = [int(r) for r in self.source.nearest(queries)]
             candidates = self.source.vectors[rows]
         scoring = np.nan_to_num(candidates, nan=0.0)  # inactive dims: any value, equal for all

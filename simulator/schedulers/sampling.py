@@ -88,6 +88,39 @@ def vector_to_config(space: ConfigurationSpace, vector: np.ndarray) -> dict:
     return plain(dict(deactivate_inactive_hyperparameters(values, space)))
 
 
+def round_trip_vectors(space: ConfigurationSpace, matrix: np.ndarray) -> np.ndarray:
+    """``config_to_vector(vector_to_config(v))`` for every row of ``matrix`` at once.
+
+    Categorical/ordinal entries are rounded, every value is snapped to a legal one by the
+    hyperparameter's own vectorised ``to_value``/``to_vector``, and a dimension whose condition
+    fails (or whose parent is inactive) becomes NaN. Equal to the one-row path up to float
+    rounding, ~1000x faster: BOHB snaps 64 candidates per pick on conditional spaces.
+    """
+    out = np.array(matrix, dtype=float, copy=True)
+    hps = hyperparameters(space)
+    for i, hp in enumerate(hps):
+        column = out[:, i]
+        finite = np.isfinite(column)
+        if isinstance(hp, (CategoricalHyperparameter, OrdinalHyperparameter)):
+            column[finite] = np.rint(column[finite])
+        if finite.any():
+            column[finite] = hp.to_vector(hp.to_value(column[finite]))
+    index = {hp.name: i for i, hp in enumerate(hps)}
+    for _ in range(len(space.conditions) + 1):  # until no child changes (nested conditions)
+        changed = False
+        for condition in space.conditions:
+            child = index[condition.child.name]
+            parents = [index[p.name] for p in getattr(condition, "parents", None) or [condition.parent]]
+            active = condition.satisfied_by_vector_array(out.T) & np.all(np.isfinite(out[:, parents]), axis=1)
+            drop = ~active & np.isfinite(out[:, child])
+            if drop.any():
+                out[drop, child] = np.nan
+                changed = True
+        if not changed:
+            break
+    return out
+
+
 def vector_distances(matrix: np.ndarray, vectors: np.ndarray, vartypes: str,
                      levels: np.ndarray) -> np.ndarray:
     """Euclidean distances in the normalised space: of ``vectors`` (k, d) -- or one vector
