@@ -133,8 +133,14 @@ def run_one(context: _Context, algorithm: str, gpus_per_trial: float, seed: int,
     row = {**result.row(), "semantics": spec.semantics, "gpus_per_node": spec.gpus_per_node,
            "max_t": spec.max_t, "min_t": spec.min_t, "eta": spec.eta, "trials_limit": limits.get("trials"),
            "brackets_limit": limits.get("brackets"), "sweep_key": spec.key}
-    events = [e.to_dict() for e in result.events] if keep_events else None
+    events = [_event_dict(e) for e in result.events] if keep_events else None
     return row, events
+
+
+def _event_dict(event) -> dict:
+    """``Event.to_dict`` without dataclasses.asdict's deep copy (the costliest part of a run
+    with records); the engine never shares a mutable field between records it later changes."""
+    return {k: v for k, v in vars(event).items() if v is not None and v != {}}
 
 
 def _run_in_worker(algorithm: str, gpus_per_trial: float, seed: int, keep_events: bool):
