@@ -140,7 +140,8 @@ def format_table(report: dict) -> str:
     lines = [header, "-" * len(header)]
     for r in report["splits"]:
         metric = f"{num(r['predicted_best_metric'], '{:.3f}')}/{num(r['measured_best_metric'], '{:.3f}')}"
-        lines.append(f"{r['algorithm']:<10} {r['which'] + ' g=' + format(r['gpus_per_trial'], 'g'):<11} "
+        split = r["which"] if r["which"].startswith("g=") else f"{r['which']} g={r['gpus_per_trial']:g}"
+        lines.append(f"{r['algorithm']:<10} {split:<11} "
                      f"{num(r['predicted_makespan_s']):>8}s {num(r['resimulated_makespan_s']):>7}s "
                      f"{num(r['measured_makespan_s']):>8}s {pct(r['makespan_rel_error']):>6} "
                      f"{pct(r['time_model_error']):>6} {pct(r['scheduling_error']):>6} {metric:>17} "

@@ -130,7 +130,8 @@ class Runner:
         self.free: list[Slot] = list(self.slots)
         self.active: dict[str, Segment] = {}
         self.pending: dict[socket.socket, LineBuffer] = {}
-        self.relaunch: list[int] = []
+        self.relaunch: list[int] = []   # trials in flight when an earlier run ended
+        self.logged: set = set()        # trials the event log already has
         self.done = False
         self.kill_at: Optional[float] = None
 
@@ -174,16 +175,45 @@ class Runner:
         names = list(self.workload.search_space().keys())
         self.events = JsonlAppender(self.out / "events.jsonl")
         self.trace = TraceWriter(self.out / "trace.csv", config_names=names)
-        for book in self.state.trials.values():
-            if book.status == "running":  # in flight when the last run ended: re-run it
-                self._record("pause", book, book.reported,
-                             extra={"interrupted": True, "lost": True, "checkpoint_epoch": book.checkpoint_epoch})
-                self.relaunch.append(book.trial_id)
+        if resume:
+            self._reconcile()
+        else:
+            self._save()  # a state exists before the first record does
         self.server = socket.create_server((self.executor.runner_host(), 0))
         self.address = f"{self.executor.runner_host()}:{self.server.getsockname()[1]}"
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.server, selectors.EVENT_READ, None)
         self.executor.check(self.ranks, len(self.slots))
+
+    def _reconcile(self) -> None:
+        """After a run ended abruptly: bring the book and the log in line with the scheduler.
+
+        The scheduler's restored state is the authority. A trial it holds as running is re-run
+        from its last checkpoint (see state.py); one it has stopped, completed, paused or
+        failed since the last record gets the record it missed.
+        """
+        last: dict[int, str] = {}
+        path = self.out / "events.jsonl"
+        for record in (read_jsonl(path) if path.exists() else []):
+            last[record["trial_id"]] = record["kind"]
+        self.logged = set(last)
+        for book in self.state.trials.values():
+            status = self.scheduler.trial_status(book.trial_id)
+            kind = last.get(book.trial_id)
+            if status == "running":
+                if kind in ("start", "resume", "epoch"):
+                    self._record("pause", book, book.reported, extra={
+                        "interrupted": True, "lost": True, "checkpoint_epoch": book.checkpoint_epoch})
+                book.status = "running"
+                self.relaunch.append(book.trial_id)
+                continue
+            names = {"stopped": "stop", "completed": "complete", "paused": "pause", "failed": "fail"}
+            if status in names:
+                book.status = status
+                if kind != names[status]:
+                    self._record(names[status], book, book.reported, extra={"recovered": True},
+                                 error="lost with the runner" if status == "failed" else None)
+        self._save()
 
     def _close(self) -> None:
         for seg in list(self.active.values()):
@@ -242,7 +272,10 @@ class Runner:
         while self.free:
             if self.relaunch:
                 book = self.state.trials[self.relaunch.pop(0)]
-                self._launch(book, "resume", restart=True)
+                if book.trial_id in self.logged:
+                    self._launch(book, "resume", restart=True)
+                else:  # its start was never logged
+                    self._launch(book, "start")
                 continue
             if self.done:
                 return
@@ -257,6 +290,7 @@ class Runner:
                 row = config.pop(ROW_KEY, None)  # a table row (TableSource), as in the simulator
                 book = TrialBook(action.trial_id, config, row=None if row is None else int(row))
                 self.state.trials[book.trial_id] = book
+                self._save()  # the scheduler made it: from now on --resume knows it
                 self._launch(book, "start")
             elif isinstance(action, Resume):
                 book = self.state.trials[action.trial_id]

@@ -99,3 +99,49 @@ def test_sigterm_checkpoints_and_resume_does_not_rerun_finished_trials(closed_lo
     assert json.loads((out / "hyperband_g2" / "state.json").read_text())["finished"] is True
     assert json.loads((out / "report.json").read_text())["complete"] is True
     assert "speedup" not in resumed.stderr
+
+
+def test_runner_killed_outright_loses_only_the_trial_in_flight(closed_loop_plan, tmp_path):
+    out = tmp_path / "validate"
+    args = ["validate", "--plan", closed_loop_plan, "--out", out, "--device", "cpu",
+            "--algorithms", "hyperband", "--which", "2"]
+    proc = start_nasalloc(*args)
+    log = out / "hyperband_g2" / "events.jsonl"
+    first_epoch = _wait_for(lambda e: e["kind"] == "epoch" and e["trial_id"] == 1, log, proc)
+    trial_pids = next(e for e in _events(log) if e["kind"] == "start" and e["trial_id"] == 1)["extra"]["pids"]
+    proc.kill()  # SIGKILL: no handler, no checkpoint, no last state write
+    proc.communicate(timeout=60)
+    # the orphaned ranks notice the lost runner and exit on their own
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in trial_pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in trial_pids)
+    before = _events(log)
+
+    nasalloc(*args, "--resume")
+    events = _events(log)
+    after = events[len(before):]
+    lost = next(e for e in after if e["kind"] == "pause" and e["trial_id"] == 1)
+    assert lost["extra"]["lost"] is True and lost["epoch"] >= first_epoch["epoch"]
+    assert not [e for e in after if e["trial_id"] == 0]  # finished before the kill: not re-run
+    assert sorted(e["trial_id"] for e in events if e["kind"] == "start") == [0, 1]
+    # trial 1 started over (it had no checkpoint): epochs the scheduler had seen are replayed
+    # without being reported again, the rest reported once each
+    replayed = [e["epoch"] for e in after if e["kind"] == "epoch" and e.get("extra", {}).get("replay")]
+    assert replayed == list(range(1, lost["epoch"] + 1))
+    reported = [e["epoch"] for e in events if e["kind"] == "epoch" and e["trial_id"] == 1
+                and not e.get("extra", {}).get("replay")]
+    assert reported == list(range(1, len(reported) + 1))
+    assert json.loads((out / "hyperband_g2" / "state.json").read_text())["finished"] is True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead too
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
