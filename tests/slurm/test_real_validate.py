@@ -99,12 +99,14 @@ def test_sigterm_checkpoints_and_resume_in_a_new_allocation_loses_nothing(slurm,
     events_path = out / RUN_DIR / "events.jsonl"
     first = slurm.sbatch(script, cwd=tmp_path)
 
-    def first_epoch():
-        if events_path.exists() and any(e["kind"] == "epoch" for e in read_jsonl(events_path)):
+    def trials_launched():
+        # signal while the first trials start up (seconds of imports), before any epoch: each then
+        # pauses at its first epoch unless the scheduler ends it there
+        if events_path.exists() and any(e["kind"] == "start" for e in read_jsonl(events_path)):
             return True
         assert slurm.state(first), f"job {first} ended early: " + (out / f"slurm-{first}.out").read_text()[-2000:]
 
-    slurm.wait_until(first_epoch, 120, "the first epoch")
+    slurm.wait_until(trials_launched, 120, "the first trial", interval_s=0.1)
     slurm.cancel(first, "--signal=TERM", "--batch")  # what --signal=B:TERM does before the time limit
     slurm.wait_gone(first, 90)
     log = (out / f"slurm-{first}.out").read_text()
