@@ -10,9 +10,9 @@ to run whenever it is free:
   config's learning curve at that epoch and answers CONTINUE, PAUSE (save a checkpoint, free the
   GPUs) or STOP (free them; ``complete`` when it reached ``max_t``).
 * ``WAIT``: the slot sleeps until the next result or segment end wakes every waiting slot.
-* ``DONE``: the slot retires. Trials still paused then were stopped by the scheduler; each gets
-  a ``stop`` record at that moment (``extra.reason = "search ended"``) so every trial's records
-  end in stop or complete. The simulator has no failures.
+* ``DONE``: the slot retires. Trials still paused then were stopped by the scheduler without a
+  record of their own, as in the validation runner's records (ask ``trial_status``). The
+  simulator has no failures.
 
 It writes the shared :class:`nasalloc.records.Event` records (the validation runner writes the
 same) and sums what the sweep needs as it goes, so a run without records costs little.
@@ -81,13 +81,12 @@ class SimulationResult:
 
 
 class _Trial:
-    __slots__ = ("trial_id", "row", "rel_cost", "config", "epoch", "saved", "paused")
+    __slots__ = ("trial_id", "row", "rel_cost", "config", "epoch", "saved")
 
     def __init__(self, trial_id: int, row: int, rel_cost: float, config: dict):
         self.trial_id, self.row, self.rel_cost, self.config = trial_id, row, rel_cost, config
         self.epoch = 0
         self.saved = None       # SimPy event while its checkpoint is being written
-        self.paused = False
 
 
 class _Simulation:
@@ -171,7 +170,6 @@ class _Simulation:
                 self.notify()  # pass the wake-up on along the chain
                 woken = False
             if action is DONE:
-                self.finish_search()
                 break
             yield from self.segment(action, placement)
         self.retired += 1
@@ -194,7 +192,6 @@ class _Simulation:
             if trial.saved is not None:
                 self.yields += 1
                 yield trial.saved
-            trial.paused = False
             began = env.now
             self.emit(time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
             self.yields += 1
@@ -230,7 +227,6 @@ class _Simulation:
                 yield env.timeout(self.save_s)
                 trial.saved.succeed()
                 trial.saved = None
-                trial.paused = True
                 kind = "pause"
             elif decision is Decision.STOP or decision == "stop":
                 kind = "complete" if epoch >= scheduler.max_t else "stop"
@@ -243,15 +239,6 @@ class _Simulation:
         self.busy_slot_s += env.now - began
         self.makespan = max(self.makespan, env.now)
         self.notify()
-
-    def finish_search(self) -> None:
-        """DONE: trials still paused were stopped by the scheduler; record it (asked again on every
-        DONE, since a trial running when the first DONE came may pause afterwards)."""
-        for trial in self.trials.values():
-            if trial.paused:
-                trial.paused = False
-                self.emit(time_s=self.env.now, kind="stop", trial_id=trial.trial_id, epoch=trial.epoch,
-                          extra={"reason": "search ended"})
 
     # -- result -------------------------------------------------------------------------------
     def run(self, algorithm: str, seed: int) -> SimulationResult:

@@ -47,7 +47,7 @@ def occupancy(events: list) -> tuple:
     for e in events:
         if e["kind"] in ("start", "resume"):
             changes.append((e["time_s"], e["gpus"]))
-        elif e["kind"] in ("pause", "stop", "complete", "fail") and "reason" not in e.get("extra", {}):
+        elif e["kind"] in ("pause", "stop", "complete", "fail"):
             changes.append((e["time_s"], -e["gpus"]))
     changes.sort(key=lambda c: (c[0], c[1]))
     times, held, level = [0.0], [0.0], 0.0

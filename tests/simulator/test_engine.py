@@ -157,11 +157,16 @@ def test_invariants(algorithm, semantics, budget, gpus_per_node, seed, data):
         per_gpu = Counter(gpu for s in live for gpu in s[3])
         assert all(gpu < budget for gpu in per_gpu)
         assert max(per_gpu.values(), default=0) <= k
-    # Every trial's records end in stop or complete; busy time never exceeds the allocation.
+    # A trial's records end in stop or complete, or in pause when the scheduler stopped it while
+    # paused; busy time never exceeds the allocation.
     last = {}
     for e in events:
         last[e.trial_id] = e.kind
-    assert set(last.values()) <= {"stop", "complete"}
+    scheduler_ = counted.inner
+    for trial_id, kind in last.items():
+        assert kind in ("stop", "complete", "pause")
+        assert scheduler_.trial_status(trial_id) == {"pause": "stopped", "stop": "stopped",
+                                                     "complete": "completed"}[kind]
     assert 0 < result.utilization <= 1 + 1e-9
     assert result.lower_bound_s <= result.makespan_s + 1e-9
     # The same seed gives identical records.
