@@ -46,6 +46,10 @@ SMALL = ["--budget", "8", "--seeds", "2", "--jobs", "1", "--quiet"]
     (["--budget", "8", "--eta", "1"], "--eta 1"),
     (["--budget", "8", "--seeds", "0"], "--seeds 0"),
     (["--budget", "8", "--semantics", "tune"], "'tune' is not one of"),
+    (["--budget", "8", "--jobs", "0"], "--jobs 0"),
+    (["--budget", "8", "--gpus-per-node", "0"], "--gpus-per-node 0"),
+    (["--budget", "8", "--deadline", "100"], "only applies with --objective deadline"),
+    (["--budget", "8", "--algorithms", ","], "is empty"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, trace, capsys, args, words):
     out = tmp_path / "out"
