@@ -155,3 +155,16 @@ def test_deadline_objective_ranks_by_metric_reached(tmp_path, trace, capsys):
     entry = plan["algorithms"]["asha"]
     assert plan["objective"] == "deadline" and plan["deadline_s"] == 3600
     assert entry["best"]["deadline_metric"] >= entry["worst"]["deadline_metric"]
+
+
+def test_more_seeds_extend_an_earlier_sweep(tmp_path, trace, capsys):
+    out = tmp_path / "out"
+    base = ["--budget", "8", "--jobs", "1", "--quiet", "--curves", str(trace), "--out", str(out),
+            "--algorithms", "asha", "--gpus-per-trial", "1,4"]
+    assert run([*base, "--seeds", "2"], capsys)[0] == 0
+    status, stdout, _ = run([*base, "--seeds", "3"], capsys)
+    assert status == 0 and "simulated 2 run(s)" in stdout  # one new seed for each of the 2 splits
+    rows = list(csv.DictReader(open(out / "simulations.csv")))
+    assert sorted((r["gpus_per_trial"], r["seed"]) for r in rows) == sorted(
+        (g, s) for g in ("1.0", "4.0") for s in ("0", "1", "2"))
+    assert json.loads((out / "plan.json").read_text())["seeds"] == [0, 1, 2]
