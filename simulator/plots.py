@@ -2,8 +2,8 @@
 
 * ``makespan.png``: mean makespan against GPUs per trial (log2 axis), a line per algorithm with
   its 95% t-interval band;
-* ``best_so_far.png``: the best metric reached so far against time, a line per split, a panel
-  per algorithm (first seed);
+* ``best_so_far.png``: the best metric reached so far against time (log axis), a line per
+  split, a panel per algorithm (first seed);
 * ``occupancy.png``: GPUs busy over time for the best and the worst split of each algorithm.
 """
 
@@ -92,9 +92,11 @@ def plot_all(out_dir, plan: dict, events: dict, mode: str, metric_name: str) -> 
         colors = sns.color_palette("viridis", n_colors=len(splits))
         for color, g in zip(colors, splits):
             times, values = best_so_far(events[(algorithm, float(g))], mode)
-            axis.step([t / 3600 for t in times], values, where="post", color=color, label=split_label(g))
+            # from the first result on: a log time axis shows the early race and the long tail
+            axis.step([t / 3600 for t in times[1:]], values[1:], where="post", color=color, label=split_label(g))
+        axis.set_xscale("log")
         axis.set_title(algorithm)
-        axis.set_xlabel("time (hours)")
+        axis.set_xlabel("time (hours, log scale)")
     axes[0][0].set_ylabel(f"best {metric_name} so far")
     axes[0][-1].legend(title="per trial", fontsize="small")
     figure.tight_layout()

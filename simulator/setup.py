@@ -64,9 +64,10 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
 
     profile = load_profile(profile_path)
     model = profile.model
-    notes.extend(model.notes)
-    if profile.embedded:
+    if profile.embedded:  # its assumptions state every default it rests on
         notes.extend(f"default profile assumes: {a}" for a in profile.data.get("assumptions", []))
+    else:
+        notes.extend(model.notes)
     if gpus_per_node is None:
         if model.gpus_per_node is not None:
             gpus_per_node = model.gpus_per_node
@@ -84,11 +85,12 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
     else:
         splits = parse_gpus_per_trial(gpus_per_trial)
     normalised = sorted({make_split(budget, gpus_per_node, g).gpus_per_trial for g in splits})
-    for g in normalised:
-        if g > 1 and model.scaling.extrapolated(g):
-            notes.append(f"{g:g} GPUs per trial is outside the profile's measured "
-                         f"{model.scaling.measured_min_gpus:g}-{model.scaling.measured_max_gpus:g} GPUs: extrapolated")
-            break
+    outside = [g for g in normalised if g > 1 and model.scaling.extrapolated(g)]
+    if outside:
+        measured = (f"measured {model.scaling.measured_min_gpus:g}-{model.scaling.measured_max_gpus:g} GPUs"
+                    if model.scaling.measured_max_gpus is not None else "measured range (not stated)")
+        notes.append(f"{', '.join(f'{g:g}' for g in outside)} GPUs per trial lie outside the profile's {measured}: "
+                     f"the scaling model extrapolates")
 
     table = load_curve_table(curves_path, profile.data)
     if max_epochs is None:
