@@ -41,10 +41,11 @@ class Slurm:
     """Small helpers around salloc/sbatch/squeue/scancel, each with a timeout."""
 
     def salloc(self, command: list, gpus: int = 2, cpus: int = 2, timeout_s: float = 120, cwd=None,
-               env=None) -> subprocess.CompletedProcess:
+               env=None, mem_mb: Optional[int] = None) -> subprocess.CompletedProcess:
         """Run ``command`` inside a fresh one-node allocation of ``gpus`` GPUs and ``cpus`` CPUs."""
         argv = ["salloc", "--nodes=1", f"--gpus-per-node={gpus}", f"--ntasks-per-node={cpus}",
-                "--cpus-per-task=1", "--immediate=30", "--job-name=nasalloc-test", *command]
+                "--cpus-per-task=1", "--immediate=30", "--job-name=nasalloc-test",
+                *([f"--mem={mem_mb}"] if mem_mb else []), *command]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, cwd=cwd, env=env)
 
     def sbatch(self, script, cwd, extra: tuple = (), start_timeout_s: float = 30) -> str:

@@ -21,6 +21,14 @@ if mode == "fail" and rank == 1:
     sys.exit(3)
 if mode in ("fail", "hang"):
     time.sleep(120)  # a sibling blocked in a collective would wait like this
+if mode.startswith("meet"):  # two jobs that finish only if they run at the same time
+    open(os.path.join(out, mode + ".here"), "w").close()
+    other = os.path.join(out, ("meet1" if mode == "meet0" else "meet0") + ".here")
+    deadline = time.time() + 20
+    while not os.path.exists(other):
+        if time.time() > deadline:
+            sys.exit(4)
+        time.sleep(0.05)
 """
 
 # Runs inside the allocation: three jobs through the launcher `auto` picks there.
@@ -39,6 +47,11 @@ for mode, ranks in (("ok", 2), ("fail", 2)):
     done = run_job(launcher, job, timeout=60)
     report[mode] = {"returncode": done.returncode, "failure": done.failure, "tail": done.stderr_tail(5),
                     "seconds": time.monotonic() - began}
+# two jobs at once in a job that asked for memory: srun must not take SLURM_MEM_PER_NODE as the
+# step's --mem (each step would claim all of it and the second would wait for the first)
+meet = [launcher.start(DDPJob(module="nasalloc_probe", args=[str(root), f"meet{i}"], ranks=1, name=f"meet{i}",
+                              env={"PYTHONPATH": str(root)}, log_dir=root / f"meet{i}")) for i in range(2)]
+report["meet"] = [job.wait(60) for job in meet]
 # two single-rank jobs that name the same GPU (the profiler's co-located trials) share it
 pair = [launcher.start(DDPJob(module="nasalloc_probe", args=[str(root), f"share{i}"], ranks=1, gpu_ids=["1"],
                               name=f"share{i}", env={"PYTHONPATH": str(root)}, log_dir=root / f"share{i}"))
@@ -58,7 +71,7 @@ def test_jobs_run_as_steps_with_slurm_ranks_gpus_and_failures(slurm, tmp_path):
     (tmp_path / "nasalloc_probe.py").write_text(textwrap.dedent(PROBE))
     (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER))
     done = slurm.salloc([sys.executable, str(tmp_path / "driver.py"), str(tmp_path)], gpus=2, cpus=2,
-                        timeout_s=150)
+                        timeout_s=150, mem_mb=2000)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["launcher"] == "slurm"
@@ -83,6 +96,7 @@ def test_jobs_run_as_steps_with_slurm_ranks_gpus_and_failures(slurm, tmp_path):
     assert "gives up on purpose" in failed["failure"] and "gives up on purpose" in failed["tail"]
     assert failed["seconds"] < 30  # --kill-on-bad-exit: the sleeping sibling did not hold the job
 
+    assert report["meet"] == [0, 0]  # both steps ran at once
     assert report["shared"] == [0, 0]
     shared = [json.loads((tmp_path / f"share{i}-rank0.json").read_text()) for i in range(2)]
     assert [r["CUDA_VISIBLE_DEVICES"] for r in shared] == ["1", "1"]  # the named GPU, for both
