@@ -33,6 +33,7 @@ from nasalloc.io import atomic_write_json
 
 from . import fit as fitting
 from .launch import DDPJob, Launcher
+from .worker import TEARDOWN_MARKER
 
 SCHEMA = "nasalloc.profile/1"
 WORKER_MODULE = "nasalloc.profiler.worker"
@@ -217,12 +218,22 @@ def _run_jobs(request: ProfileRequest, jobs: list, label: str, attempt: int = 0)
         return None
     first = failed[0]
     tail = first.stderr_tail(40)
+    if TEARDOWN_MARKER in tail and all(_result_of(job).is_file() for job in jobs):
+        # A rank crashed while shutting down after measuring: the measurement is whole.
+        return None
+    if attempt == 0 and TEARDOWN_MARKER in tail:
+        return _run_jobs(request, jobs, label, attempt + 1)
     if attempt == 0 and any(marker in tail.lower() for marker in PORT_TAKEN_MARKERS):
         # Another program took the free port between our check and the rendezvous: once more.
         return _run_jobs(request, jobs, label, attempt + 1)
     if any(marker in tail.lower() for marker in OOM_MARKERS):
         return f"out of memory ({first.failure})"
     raise ProfileFailed(f"{label} failed: {first.failure}\n{tail}")
+
+
+def _result_of(job: DDPJob) -> Path:
+    args = list(job.args)
+    return Path(args[args.index("--result") + 1])
 
 
 def _measure_ddp(request: ProfileRequest, g: float, repeat: int, scratch: Path) -> dict:

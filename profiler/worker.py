@@ -35,6 +35,8 @@ from nasalloc.io import atomic_write_json
 from .launch import LAUNCH_TIME_ENV
 
 GROUP_TIMEOUT_S = 900.0
+#: printed by every rank once its measurement is complete, before tearing the group down
+TEARDOWN_MARKER = "nasalloc-worker: measured, shutting down"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -124,8 +126,8 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure(args: argparse.Namespace) -> Optional[dict]:
-    """Train and time on this rank; rank 0 returns the job's result, other ranks None."""
+def measure(args: argparse.Namespace) -> tuple:
+    """Train and time on this rank: (its DistContext, the job's result on rank 0 else None)."""
     launched = _launch_time()
     import torch
 
@@ -177,12 +179,10 @@ def measure(args: argparse.Namespace) -> Optional[dict]:
     memory, memory_kind = peak_memory_mb(ctx.device)
     memory, = ctx.all_reduce_max([memory])
     backend = ctx.backend
-    ctx.barrier()
-    ctx.destroy()
     if not ctx.is_main:
-        return None
+        return ctx, None
     describe = workload.describe()
-    return {
+    return ctx, {
         "ranks": ctx.world_size,
         "backend": backend,
         "device": "cuda" if ctx.device.startswith("cuda") else "cpu",
@@ -226,9 +226,14 @@ def exit_when_orphaned(interval_s: float = 1.0) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     exit_when_orphaned()
-    result = measure(args)
+    ctx, result = measure(args)
     if result is not None:
         atomic_write_json(Path(args.result), result)
+    # The result is safe before the process group is torn down: gloo can abort a rank
+    # ("terminate called without an active exception") when its peers exit first.
+    print(f"{TEARDOWN_MARKER} rank {ctx.rank}", file=sys.stderr, flush=True)
+    ctx.barrier()
+    ctx.destroy()
     return 0
 
 
