@@ -61,6 +61,7 @@ class SweepSpec:
     deadline_s: Optional[float] = None
     profile_sha256: str = ""
     curves_sha256: str = ""
+    version: str = field(default_factory=lambda: __import__("nasalloc").__version__)  # rows of other code differ
 
     def limits(self, algorithm: str) -> dict:
         """``trials``/``brackets`` for ``make_scheduler``: see :func:`scheduler_limits`."""
