@@ -246,7 +246,7 @@ def run_sweep(spec: SweepSpec, time_model: TimeModel, table: CurveTable, space, 
     done_rows = {run: r for run, r in on_disk.items() if run in wanted}
     first_seed = spec.seeds[0]
     todo = [(a, g, s) for a, g, s in spec.runs() if (a, float(g), int(s)) not in done_rows]
-    # Costly runs first (many slots, many trials) so parallel workers finish together.
+    # Small splits first: most slots, longest runs, so the parallel workers finish together.
     todo.sort(key=lambda run: (run[1], run[0], run[2]))
     total, finished = len(spec.runs()), len(spec.runs()) - len(todo)
     out_dir.mkdir(parents=True, exist_ok=True)
