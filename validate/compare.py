@@ -84,6 +84,8 @@ def measure(run_dir: Path, mode: str = "max") -> Measured:
             if not e.extra.get("replay"):
                 last[e.trial_id] = e
         elif e.kind in ("pause", "stop", "complete", "fail"):
+            # a trial's last record that is not an interruption says how it ended (a pause
+            # that is never resumed: the scheduler stopped it later, docs/formats.md)
             opened.pop(e.trial_id, None)
             if e.kind == "pause" and not e.extra.get("interrupted") and e.trial_id in epoch_end:
                 saves.append(e.time_s - epoch_end[e.trial_id])
@@ -97,7 +99,7 @@ def measure(run_dir: Path, mode: str = "max") -> Measured:
         best_test_metric=(best.test_metric if best and best.test_metric is not None else math.nan),
         best_trial_id=best.trial_id if best else None,
         trials=len({e.trial_id for e in events if e.kind == "start"}),
-        finished=sum(1 for s in status.values() if s in ("stop", "complete")),
+        finished=sum(1 for s in status.values() if s in ("stop", "complete", "pause")),
         failed=sum(1 for s in status.values() if s == "fail"),
         epochs=sum(1 for e in events if e.kind == "epoch" and not e.extra.get("replay")),
         epoch_seconds={t: float(np.mean(v)) for t, v in seconds.items() if v},

@@ -303,11 +303,11 @@ class Runner:
                 return
 
     def _close_paused(self) -> None:
-        # At DONE the scheduler has stopped every trial still paused; record that once.
+        # At DONE the scheduler has stopped every trial still paused. As in the simulator's
+        # records (docs/formats.md) they get no record of their own: the last one is the pause.
         for book in self.state.trials.values():
             if book.status == "paused":
                 book.status = "stopped"
-                self._record("stop", book, book.reported, extra={"at_done": True})
 
     def _launch(self, book: TrialBook, kind: str, restart: bool = False) -> None:
         import json
@@ -326,7 +326,8 @@ class Runner:
             "resume": book.checkpoint_epoch > 0, "device": self.device, "max_epochs": self.task.max_t})
         spec = JobSpec(trial_id=book.trial_id, segment=book.segments, ranks=self.ranks, devices=list(slot.gpus),
                        argv=["--spec", str(spec_path)], env={RUNNER_ENV: self.address, TOKEN_ENV: token},
-                       log_dir=trial_dir / f"segment_{book.segments}", device=self.device)
+                       log_dir=trial_dir / f"segment_{book.segments}", device=self.device,
+                       trials_per_gpu=self.split.trials_per_gpu)
         extra = {"segment": book.segments}
         if kind == "start" and book.row is not None:
             extra["row"] = book.row
