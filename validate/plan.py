@@ -136,15 +136,11 @@ def _parse_which(which: str, entry: dict, splits: dict) -> list[tuple]:
     if not items:
         raise UserError(f"--which {which!r} is empty (expected best,worst | all | a list of GPUs per trial)")
     if items == ["all"]:
-        out = [(f"g={g:g}", g) for g in sorted(splits)]
-        for label in WHICH_NAMED:  # name the best and worst among them
-            g = float(entry[label]["gpus_per_trial"])
-            out = [(label, x) if x == g and lbl.startswith("g=") else (lbl, x) for lbl, x in out]
-        return out
-    out = []
+        return _named(entry, [g for g in sorted(splits)])
+    values = []
     for item in items:
         if item in WHICH_NAMED:
-            out.append((item, float(entry[item]["gpus_per_trial"])))
+            values.append(float(entry[item]["gpus_per_trial"]))
             continue
         try:
             from fractions import Fraction
@@ -155,6 +151,16 @@ def _parse_which(which: str, entry: dict, splits: dict) -> list[tuple]:
         if not math.isfinite(g) or not any(abs(g - s) < 1e-9 for s in splits):
             raise UserError(f"--which: {item} GPUs per trial was not simulated in the plan "
                             f"(it has {', '.join(format(s, 'g') for s in sorted(splits))})")
-        g = min(splits, key=lambda s: abs(s - g))
-        out.append((f"g={g:g}", g))
+        values.append(min(splits, key=lambda s: abs(s - g)))
+    return _named(entry, values)
+
+
+def _named(entry: dict, values: list) -> list[tuple]:
+    """(label, g) once per split: the plan's best and worst split keep those names."""
+    names = {}
+    for label in reversed(WHICH_NAMED):  # best wins where best and worst are the same split
+        names[float(entry[label]["gpus_per_trial"])] = label
+    out = []
+    for g in dict.fromkeys(values):
+        out.append((names.get(g, f"g={g:g}"), g))
     return out

@@ -1,0 +1,89 @@
+"""Fast checks of the runner's parts: plan choices, channel framing, state, measurement."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from nasalloc.io import JsonlAppender
+from nasalloc.records import Event
+from nasalloc.validate.channel import LineBuffer, encode
+from nasalloc.validate.compare import measure, measured_time_model, relative_error
+from nasalloc.validate.plan import Plan
+from nasalloc.validate.report import summarize_algorithms
+from nasalloc.validate.state import RunState, TrialBook
+
+from .test_errors import _minimal_plan
+
+
+def test_which_names_best_and_worst_and_runs_each_split_once(tmp_path):
+    plan = Plan(_minimal_plan(tmp_path))
+    pick = lambda which: [(c.which, c.gpus_per_trial) for c in plan.choose(None, which)]  # noqa: E731
+    assert pick("best,worst") == [("best", 1.0), ("worst", 2.0)]
+    assert pick("all") == [("best", 1.0), ("worst", 2.0)]
+    assert pick("2,best,1") == [("worst", 2.0), ("best", 1.0)]
+
+
+def test_channel_messages_survive_arbitrary_chunking():
+    data = b"".join(encode({"type": "epoch", "epoch": i, "metric": i / 10}) for i in range(1, 6))
+    buffer, messages = LineBuffer(), []
+    for start in range(0, len(data), 7):  # 7-byte pieces cut messages anywhere
+        messages += buffer.feed(data[start:start + 7])
+    assert [m["epoch"] for m in messages] == [1, 2, 3, 4, 5]
+
+
+def test_state_round_trips_and_rejects_other_files(tmp_path):
+    state = RunState("asha", 0.5, {"rng": [1, 2]}, {3: TrialBook(3, {"lr": 0.1}, reported=2, checkpoint_epoch=1,
+                                                                 status="paused", segments=1, row=7)})
+    state.save(tmp_path / "state.json")
+    again = RunState.load(tmp_path / "state.json")
+    assert again.trials[3] == state.trials[3] and again.scheduler == {"rng": [1, 2]}
+    (tmp_path / "other.json").write_text(json.dumps({"schema": "x"}))
+    from nasalloc.errors import UserError
+
+    with pytest.raises(UserError, match="not a validation state"):
+        RunState.load(tmp_path / "other.json")
+
+
+def _log(path, records):
+    with JsonlAppender(path, fsync=False) as log:
+        for r in records:
+            log.write(Event(**r).to_dict())
+
+
+def test_measure_reads_makespan_startup_and_ends_from_the_log(tmp_path):
+    g = 1.0
+    _log(tmp_path / "events.jsonl", [
+        dict(time_s=0.0, kind="start", trial_id=0, epoch=0, gpus=g, extra={"row": 4}),
+        dict(time_s=0.0, kind="start", trial_id=1, epoch=0, gpus=g, extra={"row": 9}),
+        dict(time_s=3.0, kind="epoch", trial_id=0, epoch=1, gpus=g, metric=0.5, began_s=2.0,
+             extra={"train_s": 0.8, "eval_s": 0.2}),
+        dict(time_s=4.0, kind="fail", trial_id=1, epoch=0, gpus=g, error="rank 0 was killed by signal 9"),
+        dict(time_s=4.0, kind="epoch", trial_id=0, epoch=2, gpus=g, metric=0.7, began_s=3.0,
+             extra={"train_s": 0.9, "eval_s": 0.1}),
+        dict(time_s=4.5, kind="pause", trial_id=0, epoch=2, gpus=g),
+        dict(time_s=5.0, kind="resume", trial_id=0, epoch=2, gpus=g),
+        dict(time_s=8.0, kind="epoch", trial_id=0, epoch=3, gpus=g, metric=0.6, began_s=7.0,
+             extra={"train_s": 1.0, "eval_s": 0.0}),
+        dict(time_s=8.2, kind="complete", trial_id=0, epoch=3, gpus=g),
+    ])
+    m = measure(tmp_path, mode="max")
+    assert m.makespan_s == 8.2 and m.trials == 2 and m.finished == 1 and m.failed == 1
+    assert m.best_metric == 0.6 and m.best_trial_id == 0  # the metric at the trial's last epoch
+    assert m.startup_s == 2.0 and m.resume_startup_s == 2.0 and m.save_s == pytest.approx(0.5)
+    assert m.epoch_seconds[0] == pytest.approx(1.0) and m.rows == {0: 4, 1: 9}
+    model = measured_time_model(m, 1.0, 2)
+    assert model.reference_epoch_seconds(1.0) == 1.0 and model.overhead("startup_s", 1.0) == 2.0
+
+
+def test_speedup_and_order_from_measured_makespans():
+    rows = [dict(algorithm="asha", which="best", gpus_per_trial=1.0, predicted_makespan_s=10.0,
+                 measured_makespan_s=30.0, resimulated_makespan_s=28.0),
+            dict(algorithm="asha", which="worst", gpus_per_trial=2.0, predicted_makespan_s=20.0,
+                 measured_makespan_s=24.0, resimulated_makespan_s=25.0)]
+    summary = summarize_algorithms(rows)["asha"]
+    assert summary["predicted_speedup"] == 2.0 and summary["measured_speedup"] == pytest.approx(0.8)
+    assert summary["order_held"] is False and summary["all_orders_held"] is False
+    assert relative_error(10.0, 8.0) == pytest.approx(0.25) and math.isnan(relative_error(1.0, math.nan))
