@@ -155,18 +155,23 @@ def first_task_failure(srun_log: str) -> Optional[dict]:
 class StepJob(ProcessJob):
     """A running job step: its ``srun`` process, per-rank logs and what srun said."""
 
-    def __init__(self, name: str, step_name: str, job_id: str, process: subprocess.Popen,
+    def __init__(self, name: str, step_name: str, job_id: str, hosts: Sequence[str], process: subprocess.Popen,
                  srun_log: Path, rank_logs: Sequence[Path], cleanup_dir: Optional[Path] = None):
         self.step_name = step_name
         self.job_id = job_id
+        self.hosts = list(hosts)
         self.srun_log = Path(srun_log)
         self.rank_logs = [Path(p) for p in rank_logs]
+        self._found: Optional[tuple] = None  # (srun's status, its first task failure), once it ended
         super().__init__(name, [process], ["srun"], [srun_log], process.pid, cleanup_dir=cleanup_dir)
 
     def _task_failure(self) -> Optional[dict]:
-        if self.processes[0].returncode in (None, 0):
+        code = self.processes[0].returncode
+        if code in (None, 0):
             return None
-        return first_task_failure(tail(self.srun_log, 200))
+        if self._found is None or self._found[0] != code:  # srun's log is complete once it exited
+            self._found = (code, first_task_failure(tail(self.srun_log, 200)))
+        return self._found[1]
 
     def _cause(self, code: Optional[int]) -> Optional[int]:
         # srun exits with the status of the last task to end; the first failure is the cause
@@ -318,7 +323,7 @@ class SlurmLauncher(Launcher):
             # must not reach srun, which would cancel the step at once
             process = subprocess.Popen(srun_argv(request), env=env, stdin=subprocess.DEVNULL, stdout=handle,
                                        stderr=subprocess.STDOUT, start_new_session=True)
-        return StepJob(job.name, step_name, self.allocation.job_id, process, srun_log,
+        return StepJob(job.name, step_name, self.allocation.job_id, hosts, process, srun_log,
                        [log_dir / f"rank{r}.log" for r in range(job.ranks)], cleanup_dir=cleanup)
 
     def _port(self, host: str) -> int:
