@@ -143,20 +143,37 @@ def write_report(out_dir, spec, sweep, profile, table, objective: str, notes: li
 
 
 def summary_table(plan: dict) -> str:
-    """Per algorithm: best split, worst split, speedup, accuracy difference."""
+    """Per algorithm: best split, worst split, speedup, accuracy difference (with the deadline
+    objective: the metric reached by the deadline and its gain instead of the speedup)."""
+    deadline = plan["objective"] == "deadline"
+
     def describe(s: dict) -> str:
         low, high = s["makespan_ci95_s"]
-        text = (f"{split_label(s['gpus_per_trial'])} x{s['parallel_trials']}: {_hours(s['makespan_s'])} "
-                f"[{_hours(low)}, {_hours(high)}]")
+        if deadline:
+            metric = s["deadline_metric"]
+            text = (f"{split_label(s['gpus_per_trial'])} x{s['parallel_trials']}: "
+                    f"{'-' if metric is None else f'{metric:.4f}'} (makespan {_hours(s['makespan_s'])})")
+        else:
+            text = (f"{split_label(s['gpus_per_trial'])} x{s['parallel_trials']}: {_hours(s['makespan_s'])} "
+                    f"[{_hours(low)}, {_hours(high)}]")
         return text + (f" ({s['idle_gpus']} idle)" if s["idle_gpus"] else "")
 
-    header = ["algorithm", "best split (mean makespan, 95% CI)", "worst split", "speedup", "accuracy diff"]
+    if deadline:
+        header = ["algorithm", f"best split (mean best metric by {_hours(plan['deadline_s'])})", "worst split",
+                  "metric gain", "speedup"]
+    else:
+        header = ["algorithm", "best split (mean makespan, 95% CI)", "worst split", "speedup", "accuracy diff"]
     lines = []
     for algorithm, entry in plan["algorithms"].items():
         diff = entry["accuracy_difference"]
-        lines.append([algorithm, describe(entry["best"]), describe(entry["worst"]),
-                      f"{entry['speedup']:.2f}x" if entry["speedup"] else "-",
-                      "-" if diff is None else f"{diff:+.4f}"])
+        speedup = f"{entry['speedup']:.2f}x" if entry["speedup"] else "-"
+        if deadline:
+            best, worst = entry["best"]["deadline_metric"], entry["worst"]["deadline_metric"]
+            gain = "-" if best is None or worst is None else f"{best - worst:+.4f}"
+            lines.append([algorithm, describe(entry["best"]), describe(entry["worst"]), gain, speedup])
+        else:
+            lines.append([algorithm, describe(entry["best"]), describe(entry["worst"]), speedup,
+                          "-" if diff is None else f"{diff:+.4f}"])
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
     render = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines)])
