@@ -148,9 +148,10 @@ def test_results_do_not_depend_on_jobs(tmp_path, trace, capsys):
 
 def test_deadline_objective_ranks_by_metric_reached(tmp_path, trace, capsys):
     out = tmp_path / "out"
-    status, _, stderr = run([*SMALL, "--curves", str(trace), "--out", str(out), "--algorithms", "asha",
-                             "--gpus-per-trial", "1,8", "--objective", "deadline", "--deadline", "3600"], capsys)
+    status, stdout, stderr = run([*SMALL, "--curves", str(trace), "--out", str(out), "--algorithms", "asha",
+                                  "--gpus-per-trial", "1,8", "--objective", "deadline", "--deadline", "3600"], capsys)
     assert status == 0, stderr
+    assert "best metric by 1.0 h" in stdout and "metric gain" in stdout
     plan = json.loads((out / "plan.json").read_text())
     entry = plan["algorithms"]["asha"]
     assert plan["objective"] == "deadline" and plan["deadline_s"] == 3600
@@ -168,3 +169,16 @@ def test_more_seeds_extend_an_earlier_sweep(tmp_path, trace, capsys):
     assert sorted((r["gpus_per_trial"], r["seed"]) for r in rows) == sorted(
         (g, s) for g in ("1.0", "4.0") for s in ("0", "1", "2"))
     assert json.loads((out / "plan.json").read_text())["seeds"] == [0, 1, 2]
+
+
+def test_with_no_files_it_runs_on_the_embedded_profile_and_curves(tmp_path, capsys):
+    out = tmp_path / "out"
+    status, stdout, stderr = run(["--budget", "8", "--seeds", "1", "--algorithms", "hyperband", "--max-epochs", "9",
+                                  "--jobs", "1", "--out", str(out)], capsys)
+    assert status == 0, stderr
+    assert "embedded default profile" in stdout and "938 img/s" in stdout and "7,248 img/s" in stdout
+    assert "<embedded digits_curves.csv.gz>" in stdout
+    assert "default profile assumes" in stderr  # every assumed default is printed
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["profile"]["embedded"] and plan["workload"] == "digits" and plan["gpus_per_node"] == 4
+    assert plan["splits"] == [1, 2, 4, 8]  # no co-location data: no fractional splits by default
