@@ -1,5 +1,6 @@
 """`nasalloc validate --executor slurm` against a real SLURM: trials as job steps, a killed step
-recorded and survived, and an allocation's SIGTERM followed by --resume in a new allocation."""
+recorded and survived, an allocation's SIGTERM followed by --resume in a new allocation, and a
+fractional split whose trials share one GPU."""
 
 import json
 import shutil
@@ -20,21 +21,31 @@ ENDS = ("complete", "stop", "fail")
 
 
 @pytest.fixture(scope="module")
-def plan(tmp_path_factory, slurm):
-    """A small plan: ASHA, budget 2 on nodes of 2 GPUs split into 2 trials of 1 GPU, 4 trials of at
-    most 3 epochs."""
+def make_plan(tmp_path_factory, slurm):
+    """Small ASHA plans (4 trials of at most 3 epochs) of one split, from a copy of the shipped
+    digits curves (the plan pins their sha256)."""
     data = Path(nasalloc.data.__file__).parent
-    curves = next((p for p in (data / "digits_curves.csv.gz", data / "digits_curves.csv") if p.exists()), None)
-    if curves is None:
+    shipped = next((p for p in (data / "digits_curves.csv.gz", data / "digits_curves.csv") if p.exists()), None)
+    if shipped is None:
         pytest.skip("the shipped digits learning curves are missing")
-    out = tmp_path_factory.mktemp("plan")
-    curves = Path(shutil.copy(curves, out))  # the plan pins the curves' sha256: keep a copy nobody rewrites
-    done = subprocess.run([*NASALLOC, "simulate", "--budget", "2", "--gpus-per-node", "2", "--algorithms", "asha",
-                           "--gpus-per-trial", "1", "--max-epochs", "3", "--trials", "4", "--seeds", "1",
-                           "--jobs", "1", "--curves", str(curves), "--out", str(out), "-q"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return out / "plan.json"
+    curves = Path(shutil.copy(shipped, tmp_path_factory.mktemp("curves")))
+
+    def make(budget: int, gpus_per_node: int, gpus_per_trial: str) -> Path:
+        out = tmp_path_factory.mktemp("plan")
+        done = subprocess.run([*NASALLOC, "simulate", "--budget", str(budget), "--gpus-per-node", str(gpus_per_node),
+                               "--algorithms", "asha", "--gpus-per-trial", gpus_per_trial, "--max-epochs", "3",
+                               "--trials", "4", "--seeds", "1", "--jobs", "1", "--curves", str(curves),
+                               "--out", str(out), "-q"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return out / "plan.json"
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def plan(make_plan):
+    """Budget 2 on a node of 2 GPUs, split into 2 trials of 1 GPU at once."""
+    return make_plan(2, 2, "1")
 
 
 def kinds_by_trial(events):
@@ -135,3 +146,19 @@ def test_sigterm_checkpoints_and_resume_in_a_new_allocation_loses_nothing(slurm,
     assert not reported_twice
     for tid, kinds in kinds_by_trial(before + after).items():
         assert kinds[-1] in ENDS, (tid, kinds)
+
+
+def test_a_fractional_split_runs_its_trials_on_one_shared_gpu(slurm, make_plan, tmp_path):
+    # SLURM never gives one GPU to two steps: the co-located trials' steps share it (--overlap)
+    plan = make_plan(1, 1, "0.5")
+    out = tmp_path / "validate"
+    done = slurm.salloc([*NASALLOC, "validate", "--plan", str(plan), "--which", "best", "--device", "cpu",
+                         "--executor", "slurm", "--out", str(out)], gpus=1, cpus=2, timeout_s=200)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    events = list(read_jsonl(out / "asha_g0.5" / "events.jsonl"))
+    assert not [e for e in events if e["kind"] == "fail"]
+    starts = [e for e in events if e["kind"] == "start"]
+    assert len(starts) == 4 and {tuple(e["placement"]) for e in starts} == {(0,)}
+    # the first two trials ran at the same time on that one GPU
+    first_end = min(e["time_s"] for e in events if e["kind"] in ENDS)
+    assert sum(e["time_s"] < first_end for e in starts) == 2
