@@ -35,13 +35,12 @@ TRIAL_MODULE = "nasalloc.validate.trial"
 class SlurmExecutor(Executor):
     name = "slurm"
 
-    def __init__(self, device: str = "cpu", gpus_per_node: Optional[int] = None, trials_per_gpu: int = 1,
+    def __init__(self, device: str = "cpu", gpus_per_node: Optional[int] = None,
                  launcher: Optional[SlurmLauncher] = None):
         self.device = device
         self.launcher = launcher or SlurmLauncher.from_environment(gpus_per_node)
         self.allocation = self.launcher.allocation
         self.gpus_per_node = self.launcher.gpus_per_node
-        self.trials_per_gpu = int(trials_per_gpu)
         self._busy: dict = {}  # GPU index -> (trial id, running step) of unshared steps
 
     def check(self, ranks: int, slots: int) -> None:
@@ -53,7 +52,8 @@ class SlurmExecutor(Executor):
         if ranks > alloc.nodes * gpn:
             raise UserError(f"trials of {ranks} GPUs do not fit {where}")
         # ranks running at once on one node, each with its CPUs: more would wait for CPUs
-        at_once = min(gpn, ranks * slots) if self.trials_per_gpu == 1 else min(gpn * self.trials_per_gpu, slots)
+        # (co-located trials of a fractional split overlap: SLURM does not count them)
+        at_once = min(gpn, ranks * slots)
         if at_once * self.launcher.cpus_per_task > min(alloc.cpus_per_node):
             raise UserError(f"{at_once} rank(s) at once per node x {self.launcher.cpus_per_task} CPU(s) "
                             f"do not fit {where}; use a smaller budget or ask sbatch for more CPUs")
@@ -65,7 +65,7 @@ class SlurmExecutor(Executor):
         return socket.gethostname()  # ranks on other nodes reach the runner by this name
 
     def launch(self, spec: JobSpec):
-        shared = max(self.trials_per_gpu, int(getattr(spec, "trials_per_gpu", 1) or 1)) > 1
+        shared = spec.trials_per_gpu > 1
         devices = list(spec.devices)[:1] if shared else list(spec.devices)
         if not shared and len(devices) != spec.ranks:
             raise UserError(f"trial {spec.trial_id}: {spec.ranks} rank(s) but GPUs {devices}")
