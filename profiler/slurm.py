@@ -133,6 +133,9 @@ def job_hosts(allocation: Allocation, ranks: int, gpus_per_node: int) -> tuple:
     if ranks > allocation.nodes * gpus_per_node:
         raise UserError(f"{ranks} ranks do not fit SLURM job {allocation.job_id}: "
                         f"{allocation.nodes} node(s) of {gpus_per_node} GPUs")
+    if ranks % gpus_per_node:
+        raise UserError(f"a job of {ranks} ranks spans nodes of {gpus_per_node} GPUs, so it takes whole nodes: "
+                        f"use a multiple of {gpus_per_node}")
     slot = make_split(allocation.nodes * gpus_per_node, gpus_per_node, ranks).slots[0]
     return hosts_of_devices(allocation, slot.gpus, gpus_per_node)
 
@@ -276,6 +279,7 @@ class SlurmLauncher(Launcher):
         if job.ranks > cap.gpus:
             raise UserError(f"{job.ranks} rank(s) do not fit {cap.where}: it holds {cap.gpus} GPU(s) "
                             f"({self.allocation.nodes} node(s) of {self.gpus_per_node})")
+        job_hosts(self.allocation, job.ranks, self.gpus_per_node)  # placeable: one node, or whole nodes
         per_node = min(job.ranks, self.gpus_per_node)
         if per_node * self.cpus_per_task > cap.cpus:
             raise UserError(f"{per_node} rank(s) per node x {self.cpus_per_task} CPU(s) do not fit {cap.where}: "

@@ -25,6 +25,8 @@ def test_the_launcher_shares_a_node_s_cpus_among_its_gpus_and_places_by_gpus():
     assert (cap.gpus, cap.nodes, cap.gpus_per_node, cap.cpus) == (8, 2, 4, 32)
     assert [launcher.nodes_for(r, "cpu") for r in (1, 4, 5, 8)] == [1, 1, 2, 2]
     launcher.check(DDPJob(module="m", ranks=8, nodes=2))
+    with pytest.raises(UserError, match="a job of 6 ranks spans nodes of 4 GPUs"):
+        launcher.check(DDPJob(module="m", ranks=6, nodes=2))  # refused before anything runs
     with pytest.raises(UserError, match="9 rank\\(s\\) do not fit SLURM job 42: it holds 8 GPU"):
         launcher.check(DDPJob(module="m", ranks=9, nodes=3))
     with pytest.raises(UserError, match="--gpus-per-node 8 but SLURM job 42 holds 4"):

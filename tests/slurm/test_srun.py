@@ -70,7 +70,7 @@ def test_a_slot_beyond_the_allocation_or_uneven_is_refused():
 def test_a_lone_job_fits_one_node_or_takes_whole_nodes():
     assert job_hosts(ALLOC, 3, 4) == (("n1",), 3)
     assert job_hosts(ALLOC, 8, 4) == (("n1", "n2"), 4)
-    with pytest.raises(UserError, match="not a multiple of 4"):
+    with pytest.raises(UserError, match="a job of 6 ranks spans nodes of 4 GPUs, so it takes whole nodes"):
         job_hosts(ALLOC, 6, 4)
     with pytest.raises(UserError, match="32 ranks do not fit"):
         job_hosts(ALLOC, 32, 4)
