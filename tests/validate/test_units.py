@@ -87,3 +87,13 @@ def test_speedup_and_order_from_measured_makespans():
     assert summary["predicted_speedup"] == 2.0 and summary["measured_speedup"] == pytest.approx(0.8)
     assert summary["order_held"] is False and summary["all_orders_held"] is False
     assert relative_error(10.0, 8.0) == pytest.approx(0.25) and math.isnan(relative_error(1.0, math.nan))
+
+
+def test_time_limit_stops_like_a_signal_with_status_124():
+    from nasalloc.validate.runner import Stopper
+
+    stopper = Stopper(time_limit_s=0.0)
+    assert stopper.check() == "time limit" and stopper.exit_code == 124
+    stopper.request("interrupted (SIGTERM)", 143)  # the first reason stays
+    assert stopper.reason == "time limit"
+    assert Stopper(time_limit_s=3600).check() is None
