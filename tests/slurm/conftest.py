@@ -31,7 +31,8 @@ def slurm_unavailable() -> Optional[str]:
     if done.returncode != 0:
         return f"sinfo failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}"
     nodes = [line.split() for line in done.stdout.splitlines() if line.strip()]
-    usable = [n for n in nodes if n[0].rstrip("*") in ("idle", "mix") and "gpu:" in n[1] and int(n[2]) >= 2]
+    # comp: finishing a job (e.g. the harness's own check), free in a moment
+    usable = [n for n in nodes if n[0].rstrip("*") in ("idle", "mix", "comp") and "gpu:" in n[1] and int(n[2]) >= 2]
     if not usable:
         return f"no idle node with GPUs (GRES) and 2+ CPUs: sinfo says {done.stdout.strip() or 'nothing'!r}"
     return None
