@@ -65,6 +65,8 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
 
     device = resolve_device(device)
     executor = make_executor(executor_name, device=device, gpus_per_node=plan.gpus_per_node)
+    if hasattr(executor, "check_budget"):
+        executor.check_budget(plan.budget)
     atomic_write_json(out / INVOCATION, {"plan": str(Path(plan_path).resolve()), "algorithms": algorithms,
                                          "which": which, "device": device, "executor": executor_name})
     stopper = Stopper(time_limit)

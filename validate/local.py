@@ -22,10 +22,18 @@ class LocalExecutor(Executor):
         self.device = device
         self.launcher = LocalLauncher(gpus_per_node)
 
+    def check_budget(self, budget: int) -> None:
+        """On CUDA the plan's budget must be visible here (placements name GPUs 0..budget-1)."""
+        if self.device == "cuda":
+            visible = self.launcher.visible_gpu_ids()
+            if budget > len(visible):
+                raise UserError(f"the plan's budget of {budget} GPUs needs {budget} visible GPUs; this machine "
+                                f"shows {len(visible)} (CUDA_VISIBLE_DEVICES): use --executor slurm or a smaller plan")
+
     def check(self, ranks: int, slots: int) -> None:
         cap = self.launcher.capacity(self.device)
         if self.device == "cuda":
-            return  # the placement already keeps every job on the GPUs of the budget
+            return  # check_budget keeps every placement on visible GPUs
         busy = ranks * slots
         if busy > 4 * cap.cpus:
             raise UserError(f"{slots} trial(s) of {ranks} CPU rank(s) need {busy} processes; this machine has "
@@ -35,7 +43,9 @@ class LocalExecutor(Executor):
         gpu_ids = None
         if spec.device == "cuda":
             visible = self.launcher.visible_gpu_ids()
-            gpu_ids = [visible[int(d)] if int(d) < len(visible) else str(d) for d in spec.devices]
+            if any(int(d) >= len(visible) for d in spec.devices):
+                raise UserError(f"trial {spec.trial_id} is placed on GPU(s) {spec.devices}; {len(visible)} visible")
+            gpu_ids = [visible[int(d)] for d in spec.devices]
             if spec.ranks == 1 and len(gpu_ids) > 1:
                 gpu_ids = gpu_ids[:1]
         job = DDPJob(module="nasalloc.validate.trial", args=spec.argv, ranks=spec.ranks, device=spec.device,
