@@ -67,7 +67,8 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
     executor = make_executor(executor_name, device=device, gpus_per_node=plan.gpus_per_node)
     if hasattr(executor, "check_budget"):
         executor.check_budget(plan.budget)
-    atomic_write_json(out / INVOCATION, {"plan": str(Path(plan_path).resolve()), "algorithms": algorithms,
+    atomic_write_json(out / INVOCATION, {"plan": str(Path(plan_path).resolve()), "plan_sha256": _sha256(plan_path),
+                                         "algorithms": algorithms,
                                          "which": which, "device": device, "executor": executor_name})
     stopper = Stopper(time_limit)
     previous = _install_signals(stopper)
@@ -151,8 +152,17 @@ def _check_out(out: Path, plan_path: str, algorithms, which, resume: bool) -> No
         earlier = read_json(previous, "validation invocation")
         if Path(earlier.get("plan", "")) != Path(plan_path).resolve():
             raise UserError(f"--resume: {out} validates plan {earlier.get('plan')}, not {plan_path}")
+        if earlier.get("plan_sha256") not in (None, _sha256(plan_path)):
+            raise UserError(f"--resume: plan {plan_path} changed since this validation began; "
+                            f"validate it into another --out")
     elif previous.exists():
         raise UserError(f"{out} holds an earlier validation; pass --resume to continue it or choose another --out")
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _install_signals(stopper) -> dict:
