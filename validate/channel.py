@@ -93,3 +93,102 @@ def parse_address(address: Optional[str]) -> str:
     if not address or ":" not in address:
         raise ValueError(f"{RUNNER_ENV}={address!r} is not host:port")
     return address
+
+
+class ChannelServer:
+    """The runner's end: one listening socket; each running segment's rank 0 connects and is
+    known by the token of its ``hello``. One thread, no busy waiting: :meth:`poll` blocks in
+    ``selectors`` for at most ``timeout`` seconds."""
+
+    def __init__(self, host: str):
+        import selectors
+
+        self._selectors = selectors
+        self.sock = socket.create_server((host, 0))
+        self.address = f"{host}:{self.sock.getsockname()[1]}"
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.sock, selectors.EVENT_READ, None)
+        self.expected: set = set()
+        self.by_token: dict = {}                       # token -> connection
+        self.buffers: dict = {}                        # connection -> LineBuffer
+        self.owner: dict = {}                          # connection -> token (None until hello)
+
+    def expect(self, token: str) -> None:
+        self.expected.add(token)
+
+    def connected(self, token: str) -> bool:
+        return token in self.by_token
+
+    def poll(self, timeout: float) -> list:
+        """(token, message) pairs that arrived within ``timeout`` seconds."""
+        out: list = []
+        for key, _ in self.selector.select(timeout=timeout):
+            if key.fileobj is self.sock:
+                conn, _ = self.sock.accept()
+                self.buffers[conn], self.owner[conn] = LineBuffer(), None
+                self.selector.register(conn, self._selectors.EVENT_READ, None)
+            else:
+                out.extend(self._read(key.fileobj))
+        return out
+
+    def drain(self, token: str, timeout: float = 1.0) -> list:
+        """What a segment that has exited still had in flight (read until the connection closes)."""
+        out: list = []
+        conn = self.by_token.get(token)
+        if conn is not None:
+            conn.settimeout(timeout)
+            while conn in self.buffers:
+                out.extend(self._read(conn))
+        return out
+
+    def send(self, token: str, message: dict) -> bool:
+        conn = self.by_token.get(token)
+        try:
+            conn.sendall(encode(message))
+            return True
+        except (OSError, AttributeError):
+            return False  # gone: the job's exit is noticed and recorded by the runner
+
+    def forget(self, token: str) -> None:
+        self.expected.discard(token)
+        conn = self.by_token.pop(token, None)
+        if conn is not None:
+            self._drop(conn)
+
+    def _read(self, conn) -> list:
+        try:
+            chunk = conn.recv(65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._drop(conn)
+            return []
+        out = []
+        for message in self.buffers[conn].feed(chunk):
+            token = self.owner[conn]
+            if token is None:
+                token = message.get("token") if message.get("type") == "hello" else None
+                if token not in self.expected or token in self.by_token:
+                    self._drop(conn)  # not a segment we launched (or a stale one): ignore it
+                    return out
+                self.owner[conn], self.by_token[token] = token, conn
+            out.append((token, message))
+        return out
+
+    def _drop(self, conn) -> None:
+        token = self.owner.pop(conn, None)
+        self.buffers.pop(conn, None)
+        if token is not None and self.by_token.get(token) is conn:
+            del self.by_token[token]
+        try:
+            self.selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def close(self) -> None:
+        for conn in list(self.buffers):
+            self._drop(conn)
+        self.selector.unregister(self.sock)
+        self.sock.close()
+        self.selector.close()

@@ -7,7 +7,6 @@ on CPU, a failing rank takes its siblings down).
 
 from __future__ import annotations
 
-import os
 
 from nasalloc.errors import UserError
 from nasalloc.profiler.launch import DDPJob, LocalLauncher

@@ -20,10 +20,8 @@ back to their last checkpoint. Both are logged as ``pause`` with ``extra.interru
 from __future__ import annotations
 
 import secrets
-import selectors
-import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -33,7 +31,7 @@ from nasalloc.records import Event
 from nasalloc.simulator.cluster import Slot, make_split
 from nasalloc.simulator.schedulers.base import COMPLETED, DONE, WAIT, Decision, Resume, Start
 
-from .channel import RUNNER_ENV, TOKEN_ENV, LineBuffer, encode
+from .channel import RUNNER_ENV, TOKEN_ENV, ChannelServer
 from .executor import Executor, JobSpec
 from .progress import Progress
 from .state import RunState, TrialBook
@@ -94,8 +92,6 @@ class Segment:
     token: str
     kind: str                       # start | resume
     launched_s: float
-    conn: Optional[socket.socket] = None
-    buffer: LineBuffer = field(default_factory=LineBuffer)
     answer: Optional[str] = None    # continue | pause | stop: the last decision sent
     last_epoch: int = 0
     checkpointed: bool = False
@@ -129,7 +125,6 @@ class Runner:
         self.ranks = int(task.gpus_per_trial) if task.gpus_per_trial >= 1 else 1
         self.free: list[Slot] = list(self.slots)
         self.active: dict[str, Segment] = {}
-        self.pending: dict[socket.socket, LineBuffer] = {}
         self.relaunch: list[int] = []   # trials in flight when an earlier run ended
         self.logged: set = set()        # trials the event log already has
         self.done = False
@@ -179,10 +174,7 @@ class Runner:
             self._reconcile()
         else:
             self._save()  # a state exists before the first record does
-        self.server = socket.create_server((self.executor.runner_host(), 0))
-        self.address = f"{self.executor.runner_host()}:{self.server.getsockname()[1]}"
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.server, selectors.EVENT_READ, None)
+        self.channel = ChannelServer(self.executor.runner_host())
         self.executor.check(self.ranks, len(self.slots))
 
     def _reconcile(self) -> None:
@@ -218,13 +210,7 @@ class Runner:
     def _close(self) -> None:
         for seg in list(self.active.values()):
             seg.job.terminate("runner exiting")
-        for sock in [self.server, *self.pending, *(s.conn for s in self.active.values() if s.conn)]:
-            try:
-                self.selector.unregister(sock)
-            except (KeyError, ValueError):
-                pass
-            sock.close()
-        self.selector.close()
+        self.channel.close()
         self.events.close()
         self.trace.close()
 
@@ -316,6 +302,7 @@ class Runner:
         book.segments += 1
         book.status = "running"
         token = secrets.token_hex(8)
+        self.channel.expect(token)  # before the launch: a fast rank 0 may connect at once
         trial_dir = self.out / "trials" / f"trial_{book.trial_id}"
         checkpoint = self.out / "checkpoints" / f"trial_{book.trial_id}" / "checkpoint.pt"
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -325,7 +312,7 @@ class Runner:
             "seed": (self.task.seed * 1_000_003 + book.trial_id) % 2**31, "checkpoint": str(checkpoint),
             "resume": book.checkpoint_epoch > 0, "device": self.device, "max_epochs": self.task.max_t})
         spec = JobSpec(trial_id=book.trial_id, segment=book.segments, ranks=self.ranks, devices=list(slot.gpus),
-                       argv=["--spec", str(spec_path)], env={RUNNER_ENV: self.address, TOKEN_ENV: token},
+                       argv=["--spec", str(spec_path)], env={RUNNER_ENV: self.channel.address, TOKEN_ENV: token},
                        log_dir=trial_dir / f"segment_{book.segments}", device=self.device,
                        trials_per_gpu=self.split.trials_per_gpu)
         extra = {"segment": book.segments}
@@ -338,6 +325,7 @@ class Runner:
         except (OSError, UserError) as err:
             self._record(kind, book, book.checkpoint_epoch if kind == "resume" else 0,
                          placement=list(slot.gpus), config=book.config if kind == "start" else None, extra=extra)
+            self.channel.forget(token)
             self._fail(book, slot, f"launch failed: {json.dumps(str(err))}")
             return
         extra["pids"] = [p.pid for p in getattr(job, "processes", [])]
@@ -348,45 +336,13 @@ class Runner:
 
     # -- channel -------------------------------------------------------------------------
     def _wait_for_messages(self) -> None:
-        for key, _ in self.selector.select(timeout=SELECT_TIMEOUT_S):
-            if key.fileobj is self.server:
-                conn, _ = self.server.accept()
-                self.pending[conn] = LineBuffer()
-                self.selector.register(conn, selectors.EVENT_READ, None)
-            else:
-                self._read(key.fileobj)
+        self._dispatch(self.channel.poll(SELECT_TIMEOUT_S))
 
-    def _read(self, conn: socket.socket, final: bool = False) -> None:
-        try:
-            chunk = conn.recv(65536)
-        except OSError:
-            chunk = b""
-        seg = key_segment = next((s for s in self.active.values() if s.conn is conn), None)
-        buffer = key_segment.buffer if key_segment else self.pending.get(conn)
-        if not chunk or buffer is None:
-            self._drop(conn)
-            return
-        for message in buffer.feed(chunk):
-            if seg is None and message.get("type") == "hello":
-                seg = self.active.get(message.get("token"))
-                self.pending.pop(conn, None)
-                if seg is None:  # a stale process of an earlier segment
-                    self._drop(conn)
-                    return
-                seg.conn, seg.buffer = conn, buffer
-            elif seg is not None:
+    def _dispatch(self, messages: list) -> None:
+        for token, message in messages:
+            seg = self.active.get(token)
+            if seg is not None:
                 self._handle(seg, message)
-
-    def _drop(self, conn: socket.socket) -> None:
-        self.pending.pop(conn, None)
-        try:
-            self.selector.unregister(conn)
-        except (KeyError, ValueError):
-            pass
-        for seg in self.active.values():
-            if seg.conn is conn:
-                seg.conn = None
-        conn.close()
 
     def _handle(self, seg: Segment, message: dict) -> None:
         book = self.state.trials[seg.trial_id]
@@ -428,10 +384,7 @@ class Runner:
         self._record("epoch", book, epoch, metric=msg["metric"], test_metric=msg.get("test_metric"),
                      began_s=round(began, 4), extra=extra)
         seg.answer = answer
-        try:
-            seg.conn.sendall(encode({"decision": answer}))
-        except OSError:
-            pass  # the job is dying; _reap records it
+        self.channel.send(seg.token, {"decision": answer})  # a dying job: _reap records it
         self._save()
 
     # -- ends of segments ------------------------------------------------------------------
@@ -440,10 +393,8 @@ class Runner:
             code = seg.job.poll()
             if code is None:
                 continue
-            if seg.conn is not None:  # read what the trial said before it exited
-                seg.conn.settimeout(1.0)
-                while seg.conn is not None:
-                    self._read(seg.conn)
+            self._dispatch(self.channel.drain(token))  # what the trial said before it exited
+            self.channel.forget(token)
             del self.active[token]
             self._end_segment(seg, code)
 
