@@ -23,7 +23,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from nasalloc.errors import UserError
 from nasalloc.io import JsonlAppender, atomic_write_json, read_jsonl
@@ -35,52 +35,10 @@ from .channel import RUNNER_ENV, TOKEN_ENV, ChannelServer
 from .executor import Executor, JobSpec
 from .progress import Progress
 from .state import RunState, TrialBook
+from .task import RunResult, SplitTask, Stopper  # noqa: F401  (re-exported)
 
 SELECT_TIMEOUT_S = 0.2
 ROW_KEY = "_row"
-
-
-@dataclass
-class SplitTask:
-    """One (algorithm, split) of a plan, with everything needed to run it."""
-
-    algorithm: str
-    gpus_per_trial: float
-    budget: int
-    workload: Any                           # spec for nasalloc.workloads.registry.load_workload
-    make_scheduler: Callable[[], Any]       # a fresh scheduler with the plan's class, parameters, seed
-    max_t: int
-    seed: int = 0
-    gpus_per_node: Optional[int] = None
-    predicted_makespan_s: Optional[float] = None
-    metric_name: str = "metric"
-    mode: str = "max"
-
-    @property
-    def label(self) -> str:
-        return f"{self.algorithm} g={self.gpus_per_trial:g}"
-
-    @property
-    def dirname(self) -> str:
-        return f"{self.algorithm}_g{self.gpus_per_trial:g}".replace("/", "-")
-
-
-class Stopper:
-    """Whether to stop launching: set by a signal handler, or a wall-clock deadline."""
-
-    def __init__(self, time_limit_s: Optional[float] = None):
-        self.deadline = None if time_limit_s is None else time.monotonic() + float(time_limit_s)
-        self.reason: Optional[str] = None
-        self.exit_code = 0
-
-    def request(self, reason: str, exit_code: int) -> None:
-        if self.reason is None:
-            self.reason, self.exit_code = reason, exit_code
-
-    def check(self) -> Optional[str]:
-        if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
-            self.request("time limit", 124)
-        return self.reason
 
 
 @dataclass
@@ -98,15 +56,6 @@ class Segment:
     save_s: Optional[float] = None
     load_s: Optional[float] = None
     interrupted: bool = False
-
-
-@dataclass
-class RunResult:
-    task: SplitTask
-    out_dir: Path
-    finished: bool
-    reason: str
-    elapsed_s: float
 
 
 class Runner:
