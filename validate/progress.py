@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Optional
+
+HEARTBEAT_S = 60.0  # with nothing else to say, a line at least this often
 
 
 class Progress:
@@ -16,6 +19,7 @@ class Progress:
         self.quiet = quiet
         self.stream = stream or sys.stdout
         self.running = self.finished = self.failed = self.paused = 0
+        self._printed = time.monotonic()
 
     def _clock(self, now_s: float) -> str:
         if self.predicted_s:
@@ -27,6 +31,12 @@ class Progress:
             return
         print(f"[{self.label}] {self._clock(now_s)} | running {self.running} paused {self.paused} "
               f"finished {self.finished} failed {self.failed} | {what}", file=self.stream, flush=True)
+        self._printed = time.monotonic()
+
+    def heartbeat(self, now_s: float, what: str) -> None:
+        """A line when none was printed for HEARTBEAT_S (long epochs stay visible in logs)."""
+        if time.monotonic() - self._printed >= HEARTBEAT_S:
+            self.line(now_s, what)
 
     def note(self, text: str) -> None:
         if not self.quiet:

@@ -184,6 +184,8 @@ class Runner:
                     raise RuntimeError(f"{self.task.label}: the scheduler waits but no trial is running")
                 self._wait_for_messages()
                 self._reap()
+                self.progress.heartbeat(self.now(), "epochs so far: " + ", ".join(
+                    f"trial {seg.trial_id} @{seg.last_epoch}" for seg in self.active.values()))
                 if self.kill_at is not None and time.monotonic() >= self.kill_at:
                     for seg in list(self.active.values()):
                         seg.interrupted = True
