@@ -63,6 +63,8 @@ def test_validate_runs_best_and_worst_and_reports_predicted_against_measured(clo
         # the very configs of the simulation (same scheduler, table and seed)
         simulated = list(read_jsonl(closed_loop_plan.parent / entry["events"][row["which"]]))
         sim_rows = {e["trial_id"]: e["extra"]["row"] for e in simulated if e["kind"] == "start"}
+        # the prediction is that simulation (same seed), not a mean over seeds
+        assert math.isclose(row["predicted_makespan_s"], max(e["time_s"] for e in simulated), rel_tol=1e-9)
         run_rows = {e["trial_id"]: e["extra"]["row"] for e in events if e["kind"] == "start"}
         assert run_rows == sim_rows
         # the trace is learning curves the simulator can replay
