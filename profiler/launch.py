@@ -16,7 +16,9 @@ one; both talk to a launcher only through this small interface:
 Every rank gets the torchrun environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``LOCAL_WORLD_SIZE``, ``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) plus
 ``NASALLOC_LAUNCH_TIME`` (``time.time()`` when the launcher started the job, so a rank can
-measure its start-up) and ``NASALLOC_JOB_NAME``; CPU ranks get ``OMP_NUM_THREADS=1``.
+measure its start-up), ``NASALLOC_JOB_NAME`` and, from the local launcher,
+``NASALLOC_PARENT_PID`` (a rank whose parent changed was orphaned and should exit); CPU ranks
+get ``OMP_NUM_THREADS=1``.
 
 Launchers are found by name (:func:`get_launcher`): ``local`` is here; ``slurm`` lives in
 ``nasalloc.profiler.slurm`` as ``SlurmLauncher`` with the same interface (a class with
@@ -49,6 +51,8 @@ from nasalloc.workloads.distributed import free_port
 DEVICES = ("cpu", "cuda")
 LAUNCHERS = ("auto", "local", "slurm")
 LAUNCH_TIME_ENV = "NASALLOC_LAUNCH_TIME"
+#: pid of the process that started the ranks (a rank can tell it was orphaned)
+PARENT_PID_ENV = "NASALLOC_PARENT_PID"
 #: how long terminate() waits after SIGTERM before SIGKILL
 TERMINATE_GRACE_S = 5.0
 
@@ -353,6 +357,7 @@ class LocalLauncher(Launcher):
                            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                            NASALLOC_JOB_NAME=job.name)
                 env[LAUNCH_TIME_ENV] = repr(launch_time)
+                env[PARENT_PID_ENV] = str(os.getpid())
                 if job.device == "cpu":
                     env["OMP_NUM_THREADS"] = "1"
                     env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU rank must not grab a GPU

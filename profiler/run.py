@@ -313,6 +313,23 @@ def describe_measurement(m: dict, alone_epoch_s: Optional[float]) -> str:
             f"{sync_text}, peak {m['peak_memory_mb']:.0f} MB")
 
 
+def _report_g(request: ProfileRequest, measurements: list, measured: list, seconds: float,
+              echo: Callable[[str], None]) -> None:
+    """The progress line (and notes) of one measured g, its repeats pooled."""
+    if len(measurements) == len(measured) and (measured[0].get("workload") or {}).get("synthetic_data"):
+        echo(f"note: {(measured[0]['workload'].get('data') or 'the workload trains on synthetic data')}")
+    steps = measured[0].get("steps_per_epoch")
+    if request.workload_options.get("steps_per_epoch") and steps and steps > request.workload_options["steps_per_epoch"]:
+        echo(f"note: workload {request.workload!r} does not take --steps; it trained {steps} steps per epoch")
+    alone = _mean(e for m in measurements if m["kind"] == "ddp" and m["gpus"] == 1
+                  for e in m["epoch_seconds"])
+    pooled = dict(measured[0], epoch_seconds=[e for m in measured for e in m["epoch_seconds"]],
+                  samples_per_second=[x for m in measured for x in m["samples_per_second"]],
+                  sync_fraction=[x for m in measured for x in m["sync_fraction"]],
+                  startup_s=_mean(m["startup_s"] for m in measured))
+    echo(f"{describe_measurement(pooled, alone)}  [{seconds:.1f} s]")
+
+
 def build_profile(request: ProfileRequest, measurements: list, skipped: list, complete: bool) -> dict:
     """The profile.json object (docs/formats.md) of what was measured so far."""
     model, report = fitting.fit_profile(measurements)
@@ -376,25 +393,13 @@ def run_profile(request: ProfileRequest, echo: Callable[[str], None] = print) ->
                 measure = _measure_ddp if g >= 1 else _measure_colocated
                 m = measure(request, g, repeat, scratch)
                 if "skip" in m:
-                    skipped.append({"gpus": g, "reason": m["skip"]})
+                    skipped.append({"gpus": int(g) if g >= 1 else g, "reason": m["skip"]})
                     echo(f"g={_g(g)}: skipped, the hardware cannot hold it: {m['skip']}")
                     break
                 measured.append(m)
-            if not measured:
-                continue
-            measurements.extend(measured)
-            if len(measurements) == len(measured) and (measured[0].get("workload") or {}).get("synthetic_data"):
-                echo(f"note: {(measured[0]['workload'].get('data') or 'the workload trains on synthetic data')}")
-            steps = measured[0].get("steps_per_epoch")
-            if request.workload_options.get("steps_per_epoch") and steps and steps > request.workload_options["steps_per_epoch"]:
-                echo(f"note: workload {request.workload!r} does not take --steps; it trained {steps} steps per epoch")
-            alone = _mean(e for m in measurements if m["kind"] == "ddp" and m["gpus"] == 1
-                          for e in m["epoch_seconds"])
-            pooled = dict(measured[0], epoch_seconds=[e for m in measured for e in m["epoch_seconds"]],
-                          samples_per_second=[x for m in measured for x in m["samples_per_second"]],
-                          sync_fraction=[x for m in measured for x in m["sync_fraction"]],
-                          startup_s=_mean(m["startup_s"] for m in measured))
-            echo(f"{describe_measurement(pooled, alone)}  [{time.monotonic() - g_began:.1f} s]")
+            if measured:
+                measurements.extend(measured)
+                _report_g(request, measurements, measured, time.monotonic() - g_began, echo)
             if any(m["kind"] == "ddp" for m in measurements):
                 atomic_write_json(request.out, build_profile(request, measurements, skipped, complete=False))
         if not any(m["kind"] == "ddp" for m in measurements):

@@ -32,7 +32,7 @@ from typing import Optional
 
 from nasalloc.io import atomic_write_json
 
-from .launch import LAUNCH_TIME_ENV
+from .launch import LAUNCH_TIME_ENV, PARENT_PID_ENV
 
 GROUP_TIMEOUT_S = 900.0
 #: printed by every rank once its measurement is complete, before tearing the group down
@@ -208,11 +208,24 @@ def measure(args: argparse.Namespace) -> tuple:
     }
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def exit_when_orphaned(interval_s: float = 1.0) -> None:
     """End this rank if the launcher that started it dies (its siblings would hang otherwise)."""
     import threading
 
     parent = os.getppid()
+    launcher = int(os.environ.get(PARENT_PID_ENV) or 0)
+    if launcher and launcher != parent and not _alive(launcher):
+        os._exit(70)  # the launcher died before this rank got here (else: started by another)
 
     def watch() -> None:
         while True:
