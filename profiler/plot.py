@@ -55,11 +55,11 @@ def plot_profile(profile: dict, path: Path) -> Path:
         ax.plot(grid, alone * grid, color="grey", lw=1.2, ls=":", label="ideal linear scaling")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")  # ideal linear scaling is a straight line on log-log axes
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    plain = FuncFormatter(lambda v, _: f"{v:,.0f}")
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ticks = sorted({*frame["gpus"].tolist(), *[2.0 ** i for i in range(0, int(np.log2(high)) + 1)]})
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{t:g}" for t in ticks])
