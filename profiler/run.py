@@ -70,8 +70,9 @@ def parse_gpus(text: str) -> list:
     return sorted(set(values), key=lambda g: (g < 1, g if g >= 1 else -g))
 
 
-def load_config(text: Optional[str], reference: dict) -> dict:
-    """The config to time: the reference, updated by a JSON object given inline or as a file."""
+def load_config(text: Optional[str], reference: dict, known: Optional[list] = None) -> dict:
+    """The config to time: the reference, updated by a JSON object given inline or as a file
+    whose keys must be among ``known`` (the search space's hyperparameters) when given."""
     if text is None:
         return dict(reference)
     source = "--config"
@@ -86,6 +87,11 @@ def load_config(text: Optional[str], reference: dict) -> dict:
         raise UserError(f"{source} is not valid JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(given, dict):
         raise UserError(f"{source} must be a JSON object of hyperparameters, got {type(given).__name__}")
+    allowed = set(reference) | set(known or [])
+    unknown = sorted(set(given) - allowed)
+    if known is not None and unknown:
+        raise UserError(f"{source}: {unknown[0]!r} is not a hyperparameter of the workload "
+                        f"(expected some of {', '.join(sorted(allowed))})")
     return {**reference, **given}
 
 
@@ -144,7 +150,8 @@ def prepare(*, gpus: str, workload: str, config: Optional[str], warmup: int, epo
     chosen = load_workload(workload, **options)
     resolved = resolve_device(device)
     request = ProfileRequest(gpus=counts, workload=workload, workload_options=options,
-                             config=load_config(config, chosen.reference_config()), device=resolved,
+                             config=load_config(config, chosen.reference_config(), _hyperparameters(chosen)),
+                             device=resolved,
                              launcher=launcher, out=out_path, warmup=warmup, epochs=epochs, repeats=repeats,
                              seed=seed, timeout_s=timeout_s, gpus_per_node=gpus_per_node, command=command)
     if any(g < 1 for g in counts) and 1.0 not in counts:
@@ -152,6 +159,13 @@ def prepare(*, gpus: str, workload: str, config: Optional[str], warmup: int, epo
         request.added_baseline = True
     _check_capacity(request)
     return request
+
+
+def _hyperparameters(workload) -> Optional[list]:
+    try:
+        return list(workload.search_space().keys())
+    except Exception:  # a user's space that is not a ConfigSpace mapping: do not guess
+        return None
 
 
 def _check_capacity(request: ProfileRequest) -> None:

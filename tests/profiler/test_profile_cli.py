@@ -169,6 +169,7 @@ def test_out_of_memory_skips_and_a_failing_colocated_trial_ends_its_group(tmp_pa
     (["--config", "{bad"], "--config"),
     (["--config", "[1]"], "list"),
     (["--config", "missing.json"], "missing.json"),
+    (["--config", '{"nope": 1}'], "'nope'"),
     (["--data-dir", "/no/such/dir"], "/no/such/dir"),
     (["--gpus-per-node", "0"], "--gpus-per-node"),
     (["--device", "cuda"], "cuda"),
@@ -213,6 +214,9 @@ def test_config_updates_the_reference(tmp_path):
     file = tmp_path / "c.json"
     file.write_text('{"depth": 3}')
     assert load_config(str(file), reference) == {"lr": 0.1, "depth": 3}
+    assert load_config('{"units": 64}', reference, ["lr", "depth", "units"])["units"] == 64
+    with pytest.raises(UserError, match="'lrr' is not a hyperparameter"):
+        load_config('{"lrr": 1}', reference, ["lr", "depth"])
 
 
 def _worker_pids(marker: str) -> list:
