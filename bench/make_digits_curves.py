@@ -1,6 +1,6 @@
 """Regenerate the shipped digits learning-curve benchmark (nasalloc/data/digits_curves.csv.gz).
 
-    python bench/make_digits_curves.py --configs 300 --epochs 81 --seed 0 \
+    python bench/make_digits_curves.py --configs 250 --epochs 81 --seed 0 \
         --out nasalloc/data/digits_curves.csv.gz --jobs 1
 
 Same flags as ``python -m nasalloc.workloads.benchmark``; see nasalloc/data/digits_curves.md

@@ -2,7 +2,7 @@
 one CPU rank (one thread) for the full budget, every epoch's val/test metric and seconds
 written to a trace (docs/formats.md).
 
-    python -m nasalloc.workloads.benchmark --configs 300 --epochs 81 --seed 0 \\
+    python -m nasalloc.workloads.benchmark --configs 250 --epochs 81 --seed 0 \\
         --out nasalloc/data/digits_curves.csv.gz --jobs 1
 
 Resumable: each finished config's rows are appended to a plain-CSV working file
