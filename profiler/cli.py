@@ -48,7 +48,8 @@ def profile(gpus, workload, config, warmup, epochs, steps, repeats, launcher, gp
     nasalloc profile --gpus 1,2,4,8,0.5,0.25 --device cuda --workload resnet --data-dir DIR
     """
     from .launch import get_launcher
-    from .run import ProfileFailed, prepare, run_profile
+    from .request import prepare
+    from .run import ProfileFailed, run_profile
 
     echo = (lambda line: None) if quiet else (lambda line: click.echo(line))
     chosen_launcher = get_launcher(launcher, gpus_per_node)

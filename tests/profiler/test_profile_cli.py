@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from nasalloc.cli import main
-from nasalloc.profiler.run import load_config, parse_gpus
+from nasalloc.profiler.request import load_config, parse_gpus
 from nasalloc.errors import UserError
 from nasalloc.simulator.scaling import ScalingModel
 from nasalloc.simulator.timemodel import load_profile

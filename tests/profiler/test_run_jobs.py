@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from nasalloc.profiler.launch import Capacity, DDPJob, Launcher, RunningJob
-from nasalloc.profiler.run import ProfileFailed, ProfileRequest, _run_jobs
+from nasalloc.profiler.request import ProfileRequest
+from nasalloc.profiler.run import ProfileFailed, _run_jobs
 from nasalloc.profiler.worker import TEARDOWN_MARKER
 
 
