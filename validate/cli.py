@@ -96,6 +96,8 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
     from .report import format_table
 
     click.echo(format_table(report))
+    for note in report["notes"]:
+        click.echo(f"note: {note}")
     click.echo(f"wrote {out / 'report.json'}, comparison.csv, comparison.png")
     if stopper.reason:
         command = ["nasalloc validate", f"--plan {plan_path}", f"--out {out}"]
@@ -137,6 +139,9 @@ def _report(plan, out: Path, results: list, complete: bool) -> dict:
                              run_dir=run_dir)
         row["predicted_mean_makespan_s"] = choice.predicted_mean_s
         rows.append(row)
+        if measured.restarts:
+            notes.append(f"{task.label}: interrupted and resumed; {measured.restarts} trial segment(s) re-ran from "
+                         f"a checkpoint, which the measured makespan includes and the re-simulation does not")
         if measured.failed:
             notes.append(f"{task.label}: {measured.failed} trial(s) failed (the re-simulation has no failures)")
     return write_report(out, rows, plan_path=str(plan.path), complete=complete, notes=notes)

@@ -49,6 +49,7 @@ class Measured:
     resume_startup_s: float = math.nan
     save_s: float = 0.0
     load_s: float = 0.0
+    restarts: int = 0        # segments re-run after an interruption (their cost is in makespan_s)
 
 
 def _events(run_dir: Path) -> list[Event]:
@@ -108,6 +109,7 @@ def measure(run_dir: Path, mode: str = "max") -> Measured:
         resume_startup_s=float(np.mean(resume_startups)) if resume_startups else math.nan,
         save_s=float(np.mean(saves)) if saves else 0.0,
         load_s=float(np.mean(loads)) if loads else 0.0,
+        restarts=sum(1 for e in events if e.kind in ("start", "resume") and e.extra.get("restart")),
     )
 
 

@@ -31,14 +31,16 @@ def comparison_row(*, algorithm: str, which: str, gpus_per_trial: float, paralle
                    predicted_makespan_s: float, predicted_best_metric: float, measured, resim,
                    run_dir: Path) -> dict:
     resim_makespan = resim.makespan_s if resim is not None else math.nan
+    # an unfinished run's makespan is only the time so far: no error against it
+    measured_makespan = measured.makespan_s if status == "finished" else math.nan
     return {
         "algorithm": algorithm, "which": which, "gpus_per_trial": gpus_per_trial,
         "parallel_trials": parallel_trials, "status": status,
         "predicted_makespan_s": predicted_makespan_s, "resimulated_makespan_s": resim_makespan,
         "measured_makespan_s": measured.makespan_s,
-        "makespan_rel_error": relative_error(predicted_makespan_s, measured.makespan_s),
+        "makespan_rel_error": relative_error(predicted_makespan_s, measured_makespan),
         "time_model_error": relative_error(predicted_makespan_s, resim_makespan),
-        "scheduling_error": relative_error(resim_makespan, measured.makespan_s),
+        "scheduling_error": relative_error(resim_makespan, measured_makespan),
         "predicted_best_metric": predicted_best_metric, "measured_best_metric": measured.best_metric,
         "resimulated_best_metric": resim.best_metric if resim is not None else math.nan,
         "trials": measured.trials, "finished": measured.finished, "failed": measured.failed,
@@ -55,7 +57,8 @@ def summarize_algorithms(rows: list[dict]) -> dict:
         entry: dict = {}
         if best and worst:
             predicted = _ratio(worst["predicted_makespan_s"], best["predicted_makespan_s"])
-            measured = _ratio(worst["measured_makespan_s"], best["measured_makespan_s"])
+            done = all(r.get("status", "finished") == "finished" for r in (best, worst))
+            measured = _ratio(worst["measured_makespan_s"], best["measured_makespan_s"]) if done else math.nan
             resim = _ratio(worst["resimulated_makespan_s"], best["resimulated_makespan_s"])
             entry = {"best_gpus_per_trial": best["gpus_per_trial"], "worst_gpus_per_trial": worst["gpus_per_trial"],
                      "predicted_speedup": predicted, "measured_speedup": measured,
@@ -66,7 +69,8 @@ def summarize_algorithms(rows: list[dict]) -> dict:
         measured_order = [r["gpus_per_trial"] for r in sorted(ordered, key=lambda r: r["measured_makespan_s"])]
         entry["predicted_order"] = [r["gpus_per_trial"] for r in ordered]
         entry["measured_order"] = measured_order
-        entry["all_orders_held"] = entry["predicted_order"] == measured_order
+        entry["all_orders_held"] = entry["predicted_order"] == measured_order if all(
+            r.get("status", "finished") == "finished" for r in ordered) else None
         out[algorithm] = entry
     return out
 
@@ -120,7 +124,7 @@ def plot_comparison(path: Path, rows: list[dict]) -> None:
                 long.append({"split": label, "makespan (s)": value, "": kind})
     figure, axis = plt.subplots(figsize=(max(5.0, 1.6 * len(rows) + 2), 4.0))
     sns.barplot(data=pd.DataFrame(long), x="split", y="makespan (s)", hue="", ax=axis,
-                palette=["#4c72b0", "#8172b2", "#dd8452"])
+                palette={"predicted": "#4c72b0", "re-simulated": "#8172b2", "measured": "#dd8452"})
     axis.set_title("Search makespan: predicted vs measured")
     axis.set_xlabel("")
     figure.tight_layout()
@@ -129,7 +133,7 @@ def plot_comparison(path: Path, rows: list[dict]) -> None:
 
 
 def format_table(report: dict) -> str:
-    def num(v, fmt="{:.1f}"):
+    def num(v, fmt="{:.1f}s"):
         return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v)
 
     def pct(v):
@@ -142,13 +146,13 @@ def format_table(report: dict) -> str:
         metric = f"{num(r['predicted_best_metric'], '{:.3f}')}/{num(r['measured_best_metric'], '{:.3f}')}"
         split = r["which"] if r["which"].startswith("g=") else f"{r['which']} g={r['gpus_per_trial']:g}"
         lines.append(f"{r['algorithm']:<10} {split:<11} "
-                     f"{num(r['predicted_makespan_s']):>8}s {num(r['resimulated_makespan_s']):>7}s "
-                     f"{num(r['measured_makespan_s']):>8}s {pct(r['makespan_rel_error']):>6} "
+                     f"{num(r['predicted_makespan_s']):>9} {num(r['resimulated_makespan_s']):>8} "
+                     f"{num(r['measured_makespan_s']):>9} {pct(r['makespan_rel_error']):>6} "
                      f"{pct(r['time_model_error']):>6} {pct(r['scheduling_error']):>6} {metric:>17} "
-                     f"{r['trials']:>6} {r['failed']:>6}")
+                     f"{r['trials']:>6} {r['failed']:>6}" + ("" if r["status"] == "finished" else f"  ({r['status']})"))
     for algorithm, a in report["algorithms"].items():
         if "predicted_speedup" in a:
             held = {True: "held", False: "did NOT hold", None: "unknown"}[a["order_held"]]
-            lines.append(f"{algorithm}: speedup best over worst predicted {num(a['predicted_speedup'], '{:.2f}')}x, "
-                         f"measured {num(a['measured_speedup'], '{:.2f}')}x; predicted order {held}")
+            lines.append(f"{algorithm}: speedup best over worst predicted {num(a['predicted_speedup'], '{:.2f}x')}, "
+                         f"measured {num(a['measured_speedup'], '{:.2f}x')}; predicted order {held}")
     return "\n".join(lines)
