@@ -98,6 +98,7 @@ class Runner:
         from nasalloc.trace import TraceWriter
         from nasalloc.workloads.registry import load_workload
 
+        self.executor.check(self.ranks, len(self.slots))  # before anything is written
         self.out.mkdir(parents=True, exist_ok=True)
         state_path = self.out / "state.json"
         self.scheduler = self.task.make_scheduler()
@@ -124,7 +125,6 @@ class Runner:
         else:
             self._save()  # a state exists before the first record does
         self.channel = ChannelServer(self.executor.runner_host())
-        self.executor.check(self.ranks, len(self.slots))
 
     def _reconcile(self) -> None:
         """After a run ended abruptly: bring the book and the log in line with the scheduler.
@@ -151,7 +151,9 @@ class Runner:
             names = {"stopped": "stop", "completed": "complete", "paused": "pause", "failed": "fail"}
             if status in names:
                 book.status = status
-                if kind != names[status]:
+                # a record is missing only when the last one left the trial running; a trial
+                # stopped while paused keeps the pause as its last record (docs/formats.md)
+                if kind in (None, "start", "resume", "epoch"):
                     self._record(names[status], book, book.reported, extra={"recovered": True},
                                  error="lost with the runner" if status == "failed" else None)
         self._save()
@@ -159,14 +161,14 @@ class Runner:
     def _close(self) -> None:
         for seg in list(self.active.values()):
             seg.job.terminate("runner exiting")
-        self.channel.close()
-        self.events.close()
-        self.trace.close()
+        for name in ("channel", "events", "trace"):  # whatever _open got to
+            if hasattr(self, name):
+                getattr(self, name).close()
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, resume: bool = False) -> RunResult:
-        self._open(resume)
         try:
+            self._open(resume)
             if self.state.finished:
                 self.progress.note("finished in an earlier run; nothing to do")
                 return RunResult(self.task, self.out, True, "finished", self.state.elapsed_s)
