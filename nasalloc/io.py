@@ -16,6 +16,12 @@ from typing import Any, Callable, Iterable, Iterator
 from .errors import UserError
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +31,8 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp makes the file 0600; give it the mode a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
