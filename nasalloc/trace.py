@@ -377,7 +377,11 @@ def space_from_values(configs: list, seed: int = 0):
             if all(float(v).is_integer() for v in values):
                 space.add(Integer(name, (int(low), int(high)), log=log))
             else:
-                space.add(Float(name, (float(low), float(high)), log=log))
+                # ConfigSpace rounds bounds to ~13 significant digits; widen by a hair so
+                # every recorded value stays inside the space.
+                pad = 1e-9 * max(abs(float(low)), abs(float(high)), 1e-300)
+                low_f = float(low) - pad if not log else float(low) * (1 - 1e-9)
+                space.add(Float(name, (low_f, float(high) + pad), log=log))
         else:
             space.add(Categorical(name, [str(v) for v in unique]))
     return space

@@ -141,3 +141,16 @@ def test_unreadable_gzip_is_a_user_error(tmp_path):
     path.write_bytes(b"not gzip at all")
     with pytest.raises(UserError, match="trace .*trace.csv.gz cannot be read"):
         read_trace(path)
+
+
+def test_space_from_values_holds_values_with_many_significant_digits():
+    # ConfigSpace rounds bounds; a recorded value at the edge must still be a valid config.
+    from ConfigSpace import Configuration
+
+    from nasalloc.trace import space_from_values
+
+    configs = [{"lr": 0.12345678901234567, "wd": 1.2345678901234567e-5},
+               {"lr": 3.9876543210987654, "wd": 0.012345678901234567}]
+    space = space_from_values(configs)
+    for config in configs:
+        Configuration(space, values=config)
