@@ -57,6 +57,8 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
     out = Path(out)
     _check_out(out, plan_path, algorithms, which, resume)
     plan.table()  # the curves must be there before anything runs
+    for name in dict.fromkeys(c.algorithm for c in chosen):
+        plan.scheduler_factory(name)  # and every scheduler must build
 
     from nasalloc.workloads.distributed import resolve_device
 

@@ -31,6 +31,20 @@ def _get(data: dict, dotted: str, path: Path):
     return value
 
 
+def _int(data: dict, dotted: str, path: Path, minimum: int = 1) -> int:
+    value = _get(data, dotted, path)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < minimum:
+        raise UserError(f"plan {path}: field {dotted!r} is {value!r}, expected a whole number >= {minimum}")
+    return int(value)
+
+
+def _split_value(summary, where: str, path: Path) -> float:
+    value = summary.get("gpus_per_trial") if isinstance(summary, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise UserError(f"plan {path}: {where}.gpus_per_trial is {value!r}, expected a number > 0")
+    return float(value)
+
+
 @dataclass
 class ChosenSplit:
     algorithm: str
@@ -50,8 +64,8 @@ class Plan:
         if data.get("schema") != SCHEMA:
             raise UserError(f"plan {self.path} has schema {data.get('schema')!r}, expected {SCHEMA!r}")
         self.data = data
-        self.budget = int(_get(data, "budget", self.path))
-        self.gpus_per_node = int(_get(data, "gpus_per_node", self.path))
+        self.budget = _int(data, "budget", self.path)
+        self.gpus_per_node = _int(data, "gpus_per_node", self.path)
         self.workload = _get(data, "workload", self.path)
         if not isinstance(self.workload, str) or not self.workload:
             raise UserError(f"plan {self.path}: field 'workload' is {self.workload!r}; validation needs a "
@@ -61,13 +75,25 @@ class Plan:
         self.profile = _get(data, "profile.content", self.path)
         self.curves_path = str(_get(data, "curves.path", self.path))
         self.curves_sha256 = str(_get(data, "curves.sha256", self.path))
-        self.max_t = int(_get(data, "scheduler.max_t", self.path))
+        self.max_t = _int(data, "scheduler.max_t", self.path)
+        if not isinstance(self.profile, dict):
+            raise UserError(f"plan {self.path}: field 'profile.content' must be the profile object")
+        if self.mode not in ("max", "min"):
+            raise UserError(f"plan {self.path}: field 'metric.mode' is {self.mode!r}, expected 'max' or 'min'")
         self.algorithms = _get(data, "algorithms", self.path)
         if not isinstance(self.algorithms, dict) or not self.algorithms:
             raise UserError(f"plan {self.path}: field 'algorithms' is empty")
         for name, entry in self.algorithms.items():
+            where = Path(f"{self.path} (algorithm {name})")
             for field in ("scheduler", "best", "worst", "splits", "events.seed"):
-                _get(entry, field, Path(f"{self.path} (algorithm {name})"))
+                _get(entry, field, where)
+            if not isinstance(entry["scheduler"], dict) or not isinstance(entry["splits"], list) or not entry["splits"]:
+                raise UserError(f"plan {where}: 'scheduler' must be an object and 'splits' a non-empty list")
+            _int(entry, "events.seed", where, minimum=0)
+            for label in WHICH_NAMED:
+                _split_value(entry[label], label, where)
+            for i, summary in enumerate(entry["splits"]):
+                _split_value(summary, f"splits[{i}]", where)
         self._table = None
         self._time_model = None
 
@@ -112,7 +138,15 @@ class Plan:
         params = dict(self.algorithms[algorithm]["scheduler"])
         name = params.pop("algorithm", algorithm)
         seed = self.seed(algorithm)
-        return lambda: make_scheduler(name, source=source, seed=seed, **params)
+        factory = lambda: make_scheduler(name, source=source, seed=seed, **params)  # noqa: E731
+        try:
+            factory()  # a plan's bad scheduler parameters fail here, before anything runs
+        except (TypeError, ValueError) as err:
+            raise UserError(f"plan {self.path}: scheduler of {algorithm!r} cannot be built from {params} "
+                            f"({type(err).__name__}: {err})") from None
+        except UserError as err:
+            raise UserError(f"plan {self.path}: scheduler of {algorithm!r}: {err}") from None
+        return factory
 
     # -- what to validate ----------------------------------------------------------------
     def choose(self, algorithms: Optional[str], which: str) -> list[ChosenSplit]:

@@ -27,6 +27,7 @@ def test_missing_plan_is_one_line_and_status_2(tmp_path, capsys):
     ("[1, 2]", "must be a JSON object"),
     (json.dumps({"schema": "other/1"}), "schema 'other/1'"),
     (json.dumps({"schema": "nasalloc.plan/1", "budget": 2}), "missing field 'gpus_per_node'"),
+    (json.dumps({"schema": "nasalloc.plan/1", "budget": "x"}), "field 'budget' is 'x'"),
 ])
 def test_malformed_plan_is_one_line_and_status_2(tmp_path, capsys, content, expected):
     plan = tmp_path / "plan.json"
