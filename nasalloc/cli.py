@@ -15,7 +15,30 @@ from . import __version__
 from .errors import UserError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# name -> (module, attribute); loaded on first use so `nasalloc --version` stays fast and
+# importing one subcommand's module never imports the others.
+SUBCOMMANDS = {
+    "profile": ("nasalloc.profiler.cli", "profile"),
+    "simulate": ("nasalloc.simulator.cli", "simulate"),
+    "validate": ("nasalloc.validate.cli", "validate"),
+    "sbatch": ("nasalloc.validate.sbatch", "sbatch"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name not in SUBCOMMANDS:
+            return None
+        from importlib import import_module
+
+        module, attribute = SUBCOMMANDS[name]
+        return getattr(import_module(module), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nasalloc")
 def cli() -> None:
     """Find the best split of a GPU budget for an early-stopping NAS/HPO search.
@@ -25,26 +48,6 @@ def cli() -> None:
     nasalloc simulate --budget 64        replay HyperBand/ASHA/BOHB per split -> plan.json
     nasalloc validate --plan plan.json   run the best and worst splits for real -> report
     """
-
-
-def _register() -> None:
-    # Subcommands are imported here, not at module top, so `nasalloc --help` stays fast and a
-    # part that is missing its optional dependencies does not break the others.
-    from importlib import import_module
-
-    for module, name in (
-        ("nasalloc.profiler.cli", "profile"),
-        ("nasalloc.simulator.cli", "simulate"),
-        ("nasalloc.validate.cli", "validate"),
-        ("nasalloc.validate.sbatch", "sbatch"),
-    ):
-        try:
-            command = getattr(import_module(module), name)
-        except ModuleNotFoundError as err:
-            if err.name == module:
-                continue  # that part is not built yet
-            raise
-        cli.add_command(command, name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,19 +73,6 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(0)
 
-
-# Options every subcommand shares, so their names and help stay identical.
-def out_option(default: str):
-    return click.option("--out", "out", type=click.Path(file_okay=False), default=default,
-                        show_default=True, help="Folder the results are written to.")
-
-
-seed_option = click.option("--seed", type=int, default=0, show_default=True,
-                           help="Seed of every random choice (schedulers, sampling, noise).")
-quiet_option = click.option("--quiet", "-q", is_flag=True, help="Print only errors and the final summary.")
-
-# Last, so the subcommands' modules can import the shared options above.
-_register()
 
 if __name__ == "__main__":
     main()

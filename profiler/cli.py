@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from nasalloc.cli import quiet_option, seed_option
+from nasalloc.options import quiet_option, seed_option
 
 DEFAULT_GPUS = "1,2,4,8,16"
 

@@ -24,7 +24,7 @@ import time
 
 import click
 
-from nasalloc.cli import out_option, quiet_option, seed_option
+from nasalloc.options import out_option, quiet_option, seed_option
 from nasalloc.errors import UserError
 
 @click.command("simulate")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from nasalloc.cli import out_option, quiet_option
+from nasalloc.options import out_option, quiet_option
 from nasalloc.errors import UserError
 from nasalloc.io import atomic_write_json, read_json
 
