@@ -122,6 +122,9 @@ class DistContext:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                # Leave together: a rank that tears gloo down while its peer is still in a
+                # collective makes the peer abort ("terminate called without an active exception").
+                dist.barrier()
                 dist.destroy_process_group()
             self.backend = None
 
