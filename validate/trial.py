@@ -37,6 +37,7 @@ def run_segment(spec: dict) -> int:
 
     ctx = init_from_env(spec.get("device", "cpu"))
     link = None
+    clean = False  # the segment ended by a decision every rank saw
     if ctx.is_main:
         link = TrialLink(parse_address(os.environ.get(RUNNER_ENV)), os.environ.get(TOKEN_ENV, ""))
         link.send({"type": "hello", "token": link.token, "pid": os.getpid(), "world_size": ctx.world_size})
@@ -72,11 +73,12 @@ def run_segment(spec: dict) -> int:
                     link.send({"type": "checkpointed", "epoch": result.epoch,
                                "save_s": time.perf_counter() - began})
             if decision != "continue":
+                clean = True
                 return 0
     finally:
         if link:
             link.close()
-        ctx.destroy()
+        ctx.destroy(wait_for_peers=clean)
 
 
 def main(argv: list[str] | None = None) -> int:

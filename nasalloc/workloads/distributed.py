@@ -117,14 +117,17 @@ class DistContext:
             dist.broadcast(tensor, src=src)
         return [float(v) for v in tensor.cpu().tolist()]
 
-    def destroy(self) -> None:
+    def destroy(self, wait_for_peers: bool = True) -> None:
+        """Leave the process group. ``wait_for_peers``: first meet every rank in a barrier, so
+        no rank tears gloo down while a peer is still in a collective (the peer would abort:
+        "terminate called without an active exception"). Pass False on an error path, where
+        the peers may be blocked in another collective and the barrier would hang."""
         if self.distributed:
             import torch.distributed as dist
 
             if dist.is_initialized():
-                # Leave together: a rank that tears gloo down while its peer is still in a
-                # collective makes the peer abort ("terminate called without an active exception").
-                dist.barrier()
+                if wait_for_peers:
+                    dist.barrier()
                 dist.destroy_process_group()
             self.backend = None
 
