@@ -135,8 +135,10 @@ class Runner:
         """
         last: dict[int, str] = {}
         path = self.out / "events.jsonl"
-        for record in (read_jsonl(path) if path.exists() else []):
+        records = list(read_jsonl(path)) if path.exists() else []
+        for record in records:
             last[record["trial_id"]] = record["kind"]
+            self._catch_up(record)
         self.logged = set(last)
         for book in self.state.trials.values():
             status = self.scheduler.trial_status(book.trial_id)
@@ -157,6 +159,20 @@ class Runner:
                     self._record(names[status], book, book.reported, extra={"recovered": True},
                                  error="lost with the runner" if status == "failed" else None)
         self._save()
+
+    def _catch_up(self, record: dict) -> None:
+        """Tell the restored scheduler an epoch the log holds but its saved state missed.
+
+        The state is saved right after each epoch is logged; a runner killed in between left
+        one result the scheduler never saw in its saved state. The scheduler is deterministic,
+        so telling it again retakes exactly the decision it took then, and the epoch is not
+        reported twice.
+        """
+        book = self.state.trials.get(record["trial_id"])
+        if (record["kind"] == "epoch" and book is not None and record["epoch"] > book.reported
+                and not record.get("extra", {}).get("replay")):
+            self.scheduler.on_result(book.trial_id, record["epoch"], float(record["metric"]))
+            book.reported = record["epoch"]
 
     def _close(self) -> None:
         for seg in list(self.active.values()):
@@ -317,6 +333,7 @@ class Runner:
         extra = {"train_s": msg.get("train_s"), "eval_s": msg.get("eval_s"), "segment": seg.number}
         if seg.load_s is not None and epoch == book.checkpoint_epoch + 1:
             extra["load_s"] = seg.load_s
+        trace_row = None
         if epoch <= book.reported:  # re-training after a restart: the scheduler saw it already
             answer = "continue"
             extra["replay"] = True
@@ -324,18 +341,21 @@ class Runner:
             decision = self.scheduler.on_result(book.trial_id, epoch, float(msg["metric"]))
             book.reported = epoch
             answer = Decision(decision).value
-            self.trace.write({"trial_id": book.trial_id, "config": book.config, "epoch": epoch,
-                              "val_metric": msg["metric"], "test_metric": msg.get("test_metric"),
-                              "metric_name": self.task.metric_name, "mode": self.task.mode,
-                              "epoch_seconds": seconds, "gpus_per_trial": self.task.gpus_per_trial,
-                              "start_s": round(began, 4), "end_s": round(ended, 4),
-                              "workload": getattr(self.workload, "name", "")})
+            trace_row = {"trial_id": book.trial_id, "config": book.config, "epoch": epoch,
+                         "val_metric": msg["metric"], "test_metric": msg.get("test_metric"),
+                         "metric_name": self.task.metric_name, "mode": self.task.mode,
+                         "epoch_seconds": seconds, "gpus_per_trial": self.task.gpus_per_trial,
+                         "start_s": round(began, 4), "end_s": round(ended, 4),
+                         "workload": getattr(self.workload, "name", "")}
         if answer == "continue" and epoch >= self.task.max_t:
             answer = "stop"  # a scheduler never lets a trial pass max_t; be safe in a replay
         if answer == "continue" and self.stopper.reason:
             answer, seg.interrupted = "pause", True
+        # The log first: on resume, an epoch in the log is never reported again (_catch_up).
         self._record("epoch", book, epoch, metric=msg["metric"], test_metric=msg.get("test_metric"),
                      began_s=round(began, 4), extra=extra)
+        if trace_row is not None:
+            self.trace.write(trace_row)
         seg.answer = answer
         self.channel.send(seg.token, {"decision": answer})  # a dying job: _reap records it
         self._save()

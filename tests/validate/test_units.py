@@ -97,3 +97,38 @@ def test_time_limit_stops_like_a_signal_with_status_124():
     stopper.request("interrupted (SIGTERM)", 143)  # the first reason stays
     assert stopper.reason == "time limit"
     assert Stopper(time_limit_s=3600).check() is None
+
+
+def test_resume_tells_the_scheduler_an_epoch_logged_after_the_last_saved_state():
+    # A runner killed between logging an epoch and saving its state: the restored scheduler
+    # hears that logged result again and ends in the state the lost save would have held.
+    from ConfigSpace import ConfigurationSpace, Float
+
+    from nasalloc.simulator.schedulers import make_scheduler
+    from nasalloc.simulator.schedulers.base import Start
+    from nasalloc.validate.runner import Runner
+
+    space = ConfigurationSpace({"x": Float("x", (0.0, 1.0))})
+
+    def fresh():
+        from nasalloc.simulator.schedulers.sampling import SpaceSource
+        return make_scheduler("asha", source=SpaceSource(space), max_t=9, eta=3, trials=4, seed=1)
+
+    live = fresh()
+    starts = [live.suggest() for _ in range(2)]
+    assert all(isinstance(s, Start) for s in starts)
+    live.on_result(starts[0].trial_id, 1, 0.5)
+    saved = json.loads(json.dumps(live.state_dict()))
+    logged = {"kind": "epoch", "trial_id": starts[1].trial_id, "epoch": 1, "metric": 0.2}
+    live.on_result(logged["trial_id"], 1, logged["metric"])  # logged, then the runner died
+
+    runner = Runner.__new__(Runner)
+    runner.scheduler = fresh()
+    runner.scheduler.load_state_dict(saved)
+    runner.state = RunState("asha", 1.0, saved, {
+        starts[0].trial_id: TrialBook(starts[0].trial_id, {}, reported=1),
+        starts[1].trial_id: TrialBook(starts[1].trial_id, {}, reported=0)})
+    runner._catch_up(logged)
+    runner._catch_up(dict(logged, extra={"replay": True}, epoch=1))  # replays are never told
+    assert runner.state.trials[starts[1].trial_id].reported == 1
+    assert runner.scheduler.state_dict() == live.state_dict()
