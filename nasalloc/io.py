@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .errors import UserError
 
@@ -72,17 +72,22 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-class JsonlAppender:
-    """Append-only JSON-lines file; every record is flushed (and fsynced) as it is written."""
+class AppendOnlyText:
+    """A text file written only by appending whole lines, each flushed (and optionally fsynced).
 
-    def __init__(self, path: Path, fsync: bool = True):
+    Opening an existing file first cuts a torn last line (a writer killed mid-line), so the
+    next line does not glue onto it.
+    """
+
+    def __init__(self, path: Path, fsync: bool = True, newline: Optional[str] = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
-        self._handle = open(self.path, "a", encoding="utf-8")
+        cut_torn_last_line(self.path)
+        self._handle = open(self.path, "a", encoding="utf-8", newline=newline)
 
-    def write(self, record: dict) -> None:
-        self._handle.write(json.dumps(record, default=_json_default, separators=(",", ":")) + "\n")
+    def append(self, text: str) -> None:
+        self._handle.write(text)
         self._handle.flush()
         if self._fsync:
             os.fsync(self._handle.fileno())
@@ -91,11 +96,28 @@ class JsonlAppender:
         if not self._handle.closed:
             self._handle.close()
 
-    def __enter__(self) -> "JsonlAppender":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def cut_torn_last_line(path: Path) -> None:
+    """Truncate ``path`` after its last newline, if its end is a partly written line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+class JsonlAppender(AppendOnlyText):
+    """Append-only JSON-lines file; every record is flushed (and fsynced) as it is written."""
+
+    def write(self, record: dict) -> None:
+        self.append(json.dumps(record, default=_json_default, separators=(",", ":")) + "\n")
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:

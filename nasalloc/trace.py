@@ -13,7 +13,6 @@ import csv
 import gzip
 import io
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -21,6 +20,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from .errors import UserError
+from .io import AppendOnlyText
 
 CONFIG_PREFIX = "config."
 # Columns of docs/formats.md in file order; config.<name> columns go after trial_id.
@@ -52,7 +52,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-class TraceWriter:
+class TraceWriter(AppendOnlyText):
     """Append trace rows to ``path`` (CSV), one flushed line per row.
 
     ``config_names`` fixes the ``config.*`` columns (pass every hyperparameter of the space:
@@ -61,32 +61,23 @@ class TraceWriter:
     """
 
     def __init__(self, path, config_names: Optional[Sequence[str]] = None, fsync: bool = False):
-        self.path = Path(path)
-        if self.path.suffix == ".gz":
-            raise UserError(f"trace {self.path}: TraceWriter appends plain CSV; compress a finished trace afterwards")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fsync = fsync
+        path = Path(path)
+        if path.suffix == ".gz":
+            raise UserError(f"trace {path}: TraceWriter appends plain CSV; compress a finished trace afterwards")
+        super().__init__(path, fsync=fsync, newline="")  # cuts a torn last row first
         self._header: Optional[list[str]] = None
-        if self.path.exists() and self.path.stat().st_size > 0:
+        if self.path.stat().st_size > 0:
             self._header = self._resume_header()
         elif config_names is not None:
             self._header = trace_header(list(config_names))
-        self._handle = open(self.path, "a", encoding="utf-8", newline="")
-        if self._header is not None and self.path.stat().st_size == 0:
             self._write_line(self._header)
 
     def _resume_header(self) -> list[str]:
-        with open(self.path, "rb+") as handle:
-            data = handle.read()
-            if not data.endswith(b"\n"):  # a torn last row from a killed writer
-                cut = data.rfind(b"\n") + 1
-                handle.truncate(cut)
-                data = data[:cut]
-        if not data:
-            return None
-        header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8")]))
+        with open(self.path, encoding="utf-8", newline="") as handle:
+            header = next(csv.reader([handle.readline()]))
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
+            self.close()
             raise UserError(f"trace {self.path} exists but is not a trace (no column {missing[0]!r}); choose another file")
         return header
 
@@ -115,20 +106,7 @@ class TraceWriter:
     def _write_line(self, cells: list[str]) -> None:
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerow(cells)
-        self._handle.write(buffer.getvalue())
-        self._handle.flush()
-        if self._fsync:
-            os.fsync(self._handle.fileno())
-
-    def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.close()
-
-    def __enter__(self) -> "TraceWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self.append(buffer.getvalue())
 
 
 def trace_csv_text(frame) -> str:
