@@ -296,6 +296,17 @@ class Launcher(ABC):
             raise UserError(f"a job over {job.nodes} nodes does not fit {cap.where}: it has {cap.nodes} node(s)")
 
 
+def job_log_dir(job: "DDPJob") -> tuple[Path, Optional[Path]]:
+    """The folder for a job's rank logs, and the same folder again when it is a temporary one
+    the job should remove when it is gone (None for a folder the caller chose)."""
+    if job.log_dir is not None:
+        log_dir, cleanup = Path(job.log_dir), None
+    else:
+        log_dir = cleanup = Path(tempfile.mkdtemp(prefix=f"nasalloc-{job.name}-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return log_dir, cleanup
+
+
 class LocalLauncher(Launcher):
     """One process per rank on this machine, all in one new process group.
 
@@ -340,11 +351,7 @@ class LocalLauncher(Launcher):
             gpu_ids = list(job.gpu_ids) if job.gpu_ids is not None else self.visible_gpu_ids()[: job.ranks]
             if len(gpu_ids) < job.ranks:
                 raise UserError(f"{job.ranks} CUDA rank(s) but only {len(gpu_ids)} GPU(s) visible here")
-        cleanup = None
-        log_dir = Path(job.log_dir) if job.log_dir is not None else None
-        if log_dir is None:
-            log_dir = cleanup = Path(tempfile.mkdtemp(prefix=f"nasalloc-{job.name}-"))
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir, cleanup = job_log_dir(job)
         port = free_port()
         launch_time = time.time()
         processes, logs, pgid = [], [], 0

@@ -34,7 +34,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Mapping, Optional, Sequence
 from nasalloc.errors import UserError
 from nasalloc.workloads.distributed import free_port
 
-from .launch import LAUNCH_TIME_ENV, Capacity, DDPJob, Launcher, ProcessJob, tail
+from .launch import LAUNCH_TIME_ENV, Capacity, DDPJob, Launcher, ProcessJob, job_log_dir, tail
 from .slurm_env import Allocation, detect_allocation, in_allocation
 
 TASK_MODULE = "nasalloc.profiler.slurm_task"
@@ -305,11 +304,7 @@ class SlurmLauncher(Launcher):
         co-located single-rank job sharing its node's GPUs, keeping GPU number ``gpu_index``."""
         if tasks_per_node * len(hosts) != job.ranks:
             raise UserError(f"job {job.name!r} has {job.ranks} rank(s), not {tasks_per_node} on each of {list(hosts)}")
-        cleanup = None
-        log_dir = Path(job.log_dir) if job.log_dir is not None else None
-        if log_dir is None:
-            log_dir = cleanup = Path(tempfile.mkdtemp(prefix=f"nasalloc-{job.name}-"))
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir, cleanup = job_log_dir(job)
         step_name = f"nasalloc-{job.name}-{next(self._counter)}"
         shared = gpu_index is not None
         wrapper = ["--gpu-index", str(gpu_index)] if shared else []
