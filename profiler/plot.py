@@ -39,7 +39,6 @@ def plot_profile(profile: dict, path: Path) -> Path:
     figure, ax = plt.subplots(figsize=(7, 4.5))
     sns.scatterplot(data=frame, x="gpus", y="samples_per_s", hue="measured", style="measured", s=45,
                     alpha=0.8, ax=ax, zorder=3)
-    low = min(frame["gpus"].min(), 1.0)
     high = max(frame["gpus"].max() * 2, 2.0)
     if samples:
         # whole GPU counts only: the model steps at g = 1 -> 2 (synchronisation starts)

@@ -28,7 +28,6 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from nasalloc.io import atomic_write_json
 

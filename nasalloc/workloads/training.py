@@ -155,8 +155,6 @@ class ClassifierTrainer(Trainer):
             torch.cuda.synchronize(self.ctx.device)
 
     def train_epoch(self) -> EpochResult:
-        import torch
-
         self.epoch += 1
         self.model.train()
         n = len(self.data.train_y)

@@ -1,7 +1,7 @@
 """The SimPy engine against hand-computed makespans and the invariants it promises."""
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
