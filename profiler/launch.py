@@ -69,6 +69,10 @@ class DDPJob:
     env: dict = field(default_factory=dict)
     #: physical GPU ids for a local CUDA launch, one per rank; None: the first ``ranks`` visible
     gpu_ids: Optional[Sequence[str]] = None
+    #: for a local CPU launch, the core each rank is pinned to (a CPU "GPU" is one core, so
+    #: co-located trials really share one); taken modulo the cores this process may use.
+    #: None: not pinned
+    cpu_cores: Optional[Sequence[int]] = None
     #: per-rank stdout+stderr files go here (``rank<i>.log``); None: a temporary folder
     log_dir: Optional[Path] = None
     name: str = "job"
@@ -83,6 +87,8 @@ class DDPJob:
             raise UserError(f"job device {self.device!r} is not one of {', '.join(DEVICES)}")
         if self.gpu_ids is not None and len(self.gpu_ids) != self.ranks:
             raise UserError(f"job {self.name!r} has {self.ranks} rank(s) but {len(self.gpu_ids)} GPU id(s)")
+        if self.cpu_cores is not None and len(self.cpu_cores) != self.ranks:
+            raise UserError(f"job {self.name!r} has {self.ranks} rank(s) but {len(self.cpu_cores)} CPU core(s)")
 
     @property
     def ranks_per_node(self) -> int:
@@ -377,6 +383,8 @@ class LocalLauncher(Launcher):
                     proc = subprocess.Popen(job.command(), env=env, stdin=subprocess.DEVNULL,
                                             stdout=handle, stderr=subprocess.STDOUT,
                                             **_join_group(pgid))
+                if job.device == "cpu" and job.cpu_cores is not None:
+                    pin_to_core(proc.pid, job.cpu_cores[rank])
                 if rank == 0:
                     pgid = proc.pid
                 processes.append(proc)
@@ -389,6 +397,21 @@ class LocalLauncher(Launcher):
             raise
         return ProcessJob(job.name, processes, [f"rank {r}" for r in range(job.ranks)], logs, pgid,
                           cleanup_dir=cleanup)
+
+
+def pin_to_core(pid: int, core: int) -> None:
+    """Pin process ``pid`` to the ``core``-th core this process may use (wrapping around).
+
+    Called right after the child is spawned, while it is still single-threaded, so the threads
+    it starts later (gloo, torch) inherit the pin. A no-op where affinity is not supported.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    try:
+        os.sched_setaffinity(pid, {allowed[int(core) % len(allowed)]})
+    except ProcessLookupError:
+        pass  # it already died; the job's watcher reports why
 
 
 def _join_group(pgid: int) -> dict:

@@ -29,7 +29,7 @@ import numpy as np
 from nasalloc.io import atomic_write_json
 
 from . import fit as fitting
-from .launch import DDPJob
+from .launch import DDPJob, LocalLauncher
 from .request import WORKER_MODULE, ProfileRequest, _g
 from .worker import TEARDOWN_MARKER
 
@@ -96,13 +96,21 @@ def _result_of(job: DDPJob) -> Path:
     return Path(args[args.index("--result") + 1])
 
 
+def _cpu_cores(request: ProfileRequest, cores) -> Optional[list]:
+    """On CPU with the local launcher a "GPU" is one core: rank r runs on core r, and trials
+    sharing a "GPU" share core 0, as the validation runner places them."""
+    if request.device != "cpu" or not isinstance(request.launcher, LocalLauncher):
+        return None
+    return list(cores)
+
+
 def _measure_ddp(request: ProfileRequest, g: float, repeat: int, scratch: Path) -> dict:
     ranks = int(g)
     tag = f"g{ranks}-r{repeat}"
     result = scratch / f"{tag}.json"
     job = DDPJob(module=WORKER_MODULE, args=_worker_args(request, result, scratch / f"{tag}.ckpt"),
                  ranks=ranks, nodes=request.nodes[g], device=request.device, log_dir=scratch / "logs" / tag,
-                 name=f"profile-{tag}")
+                 name=f"profile-{tag}", cpu_cores=_cpu_cores(request, range(ranks)))
     skip = _run_jobs(request, [job], f"g={ranks}")
     if skip:
         return {"skip": skip}
@@ -123,7 +131,8 @@ def _measure_colocated(request: ProfileRequest, g: float, repeat: int, scratch: 
         args = _worker_args(request, scratch / f"{tag}-{i}.json", scratch / f"{tag}-{i}.ckpt")
         args += ["--group-dir", str(group), "--group-size", str(k), "--group-index", str(i)]
         jobs.append(DDPJob(module=WORKER_MODULE, args=args, ranks=1, device=request.device, gpu_ids=shared,
-                           log_dir=scratch / "logs" / f"{tag}-{i}", name=f"profile-{tag}-{i}"))
+                           log_dir=scratch / "logs" / f"{tag}-{i}", name=f"profile-{tag}-{i}",
+                           cpu_cores=_cpu_cores(request, [0])))
     skip = _run_jobs(request, jobs, f"g={g:g} ({k} co-located trials)")
     if skip:
         return {"skip": skip}

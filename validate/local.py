@@ -47,8 +47,12 @@ class LocalExecutor(Executor):
             gpu_ids = [visible[int(d)] for d in spec.devices]
             if spec.ranks == 1 and len(gpu_ids) > 1:
                 gpu_ids = gpu_ids[:1]
+        cpu_cores = None
+        if spec.device == "cpu":  # each CPU "GPU" is one core: the slot's ranks (or sharers) stay on it
+            cpu_cores = [int(d) for d in spec.devices] if len(spec.devices) == spec.ranks \
+                else [int(spec.devices[0])] * spec.ranks
         job = DDPJob(module="nasalloc.validate.trial", args=spec.argv, ranks=spec.ranks, device=spec.device,
-                     env=dict(spec.env), gpu_ids=gpu_ids, log_dir=spec.log_dir,
+                     env=dict(spec.env), gpu_ids=gpu_ids, cpu_cores=cpu_cores, log_dir=spec.log_dir,
                      name=f"trial{spec.trial_id}-s{spec.segment}")
         return self.launcher.start(job)
 

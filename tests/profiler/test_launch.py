@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import textwrap
 import time
 
@@ -135,3 +136,22 @@ def test_tail_keeps_the_last_nonempty_lines(tmp_path):
     log.write_text("a\n\nb\nc\n\n")
     assert tail(log, 2) == "b\nc"
     assert tail(tmp_path / "missing.log") == ""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this platform")
+def test_cpu_ranks_are_pinned_to_their_core(tmp_path):
+    # A CPU "GPU" is one core: rank r of a job placed on cores [c0, c1] runs on that core only.
+    allowed = sorted(os.sched_getaffinity(0))
+    code = "import os, sys; print(sorted(os.sched_getaffinity(0)))"
+    job = DDPJob(module="nasalloc.profiler.worker", ranks=2, device="cpu", cpu_cores=[1, 0],
+                 log_dir=tmp_path, name="pin")
+    job.command = lambda: [sys.executable, "-c", code]  # a probe instead of the worker
+    running = LocalLauncher().start(job)
+    assert running.wait(timeout=60) == 0
+    seen = [(tmp_path / f"rank{r}.log").read_text().strip() for r in range(2)]
+    assert seen == [str([allowed[1 % len(allowed)]]), str([allowed[0]])]
+
+
+def test_cpu_cores_must_match_the_ranks():
+    with pytest.raises(UserError, match="2 rank"):
+        DDPJob(module="m", ranks=2, cpu_cores=[0])
