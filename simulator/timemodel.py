@@ -53,8 +53,17 @@ class TimeModel:
     notes: list = field(default_factory=list)
 
     def overhead(self, name: str, gpus: float) -> float:
-        """Seconds of overhead ``name`` for a trial of ``gpus`` GPUs (fractions: as for 1 GPU)."""
+        """Seconds of overhead ``name`` for a trial of ``gpus`` GPUs.
+
+        A fraction uses what was measured with that many trials sharing a GPU (start-up is
+        slower when co-located processes launch together), else the 1-GPU figure.
+        """
         points = self.per_gpus.get(name)
+        if points and gpus < 1:
+            shared = dict(points).get(gpus)
+            if shared is not None:
+                return shared
+        points = [p for p in points or [] if p[0] >= 1]
         if not points:
             return self.overheads[name]
         x = math.log2(max(gpus, 1.0))
@@ -141,19 +150,20 @@ def time_model_from_profile(profile: dict, origin: str = "profile") -> TimeModel
 
 
 def _per_gpus_overheads(measurements: list, origin: str) -> dict:
-    """Mean of each overhead per GPU count over the ``ddp`` measurements that have it."""
+    """Mean of each overhead per GPU count over the measurements that have it (fractional
+    counts come from the co-located measurements)."""
     if not isinstance(measurements, list):
         raise UserError(f"{origin}: field 'measurements' must be a list")
     sums: dict[str, dict[float, list]] = {}
     for i, m in enumerate(measurements):
-        if not isinstance(m, dict) or m.get("kind", "ddp") != "ddp" or "gpus" not in m:
+        if not isinstance(m, dict) or m.get("kind", "ddp") not in ("ddp", "colocated") or "gpus" not in m:
             continue
         gpus = _number(m["gpus"], f"measurements[{i}].gpus")
         for name in OVERHEADS:
             if m.get(name) is not None:
                 sums.setdefault(name, {}).setdefault(gpus, []).append(_number(m[name], f"measurements[{i}].{name}"))
-    return {name: sorted((g, sum(v) / len(v)) for g, v in by_g.items() if g >= 1)
-            for name, by_g in sums.items() if any(g >= 1 for g in by_g)}
+    return {name: sorted((g, sum(v) / len(v)) for g, v in by_g.items() if g > 0)
+            for name, by_g in sums.items()}
 
 
 @dataclass

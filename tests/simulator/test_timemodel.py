@@ -86,3 +86,16 @@ def test_unreadable_profiles(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(UserError, match="not valid JSON"):
         load_profile(str(tmp_path / "bad.json"))
+
+
+def test_a_shared_gpu_uses_the_overheads_measured_co_located():
+    # Co-located trials launch together and start slower; a fraction without its own
+    # measurement falls back on the 1-GPU figure.
+    profile = {"schema": "nasalloc.profile/1", "model": {"t_compute": 1.0},
+               "measurements": [{"gpus": 1, "kind": "ddp", "startup_s": 2.0},
+                                {"gpus": 2, "kind": "ddp", "startup_s": 3.0},
+                                {"gpus": 0.5, "kind": "colocated", "trials_per_gpu": 2, "startup_s": 5.0}]}
+    model = time_model_from_profile(profile, "test")
+    assert model.overhead("startup_s", 0.5) == 5.0
+    assert model.overhead("startup_s", 0.25) == 2.0
+    assert model.overhead("startup_s", 1) == 2.0 and model.overhead("startup_s", 2) == 3.0
