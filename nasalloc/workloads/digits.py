@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import Trainer, Workload
+from .training import ClassifierWorkload
 
 FAMILIES = ("cnn", "mlp")
 ACTIVATIONS = ("relu", "tanh", "gelu")
@@ -75,7 +75,7 @@ def estimated_epoch_seconds(config: dict) -> float:
             + SECONDS_PER_EPOCH)
 
 
-class DigitsWorkload(Workload):
+class DigitsWorkload(ClassifierWorkload):
     name = "digits"
     metric_name = "accuracy"
     mode = "max"
@@ -164,15 +164,6 @@ class DigitsWorkload(Workload):
             layers.append(nn.Linear(fan_in, CLASSES))
         return nn.Sequential(*layers)
 
-    def make_trainer(self, config: dict, seed: int, device: str = "cpu") -> Trainer:
-        from .training import ClassifierTrainer
-
-        config = dict(config)
-        return ClassifierTrainer(lambda: self.build_model(config), self.splits(), seed=seed, device=device,
-                                 optimizer=config["optimizer"], lr=config["lr"],
-                                 weight_decay=config["weight_decay"], batch_size=config["batch_size"],
-                                 batch_policy=self.batch_policy, lr_schedule=self.lr_schedule,
-                                 max_epochs=self.max_epochs)
 
     def describe(self) -> dict:
         info = super().describe()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import UserError
-from .base import Trainer, Workload
+from .training import ClassifierWorkload
 
 DEPTHS = (8, 14, 20, 32)           # 6n + 2 with n = 1, 2, 3, 5 basic blocks per stage
 BASE_CHANNELS = (8, 16, 32, 64)    # width multipliers 0.5, 1, 2, 4 of the original 16
@@ -100,7 +100,7 @@ def synthetic_images(count: int, seed: int, stream: int):
     return images.numpy(), labels.astype(np.int64)
 
 
-class ResNetWorkload(Workload):
+class ResNetWorkload(ClassifierWorkload):
     name = "resnet"
     metric_name = "accuracy"
     mode = "max"
@@ -189,15 +189,6 @@ class ResNetWorkload(Workload):
     def build_model(self, config: dict):
         return build_resnet(config, augment=not self.synthetic_data)
 
-    def make_trainer(self, config: dict, seed: int, device: str = "cpu") -> Trainer:
-        from .training import ClassifierTrainer
-
-        config = dict(config)
-        return ClassifierTrainer(lambda: self.build_model(config), self.splits(), seed=seed, device=device,
-                                 optimizer=config["optimizer"], lr=config["lr"],
-                                 weight_decay=config["weight_decay"], batch_size=config["batch_size"],
-                                 batch_policy=self.batch_policy, steps_per_epoch=self.steps_per_epoch,
-                                 lr_schedule=self.lr_schedule, max_epochs=self.max_epochs)
 
     def describe(self) -> dict:
         info = super().describe()

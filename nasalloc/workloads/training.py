@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..errors import UserError
-from .base import EpochResult, Trainer
+from .base import EpochResult, Trainer, Workload
 
 BATCH_POLICIES = ("global", "per_gpu")
 
@@ -279,3 +279,23 @@ class ClassifierTrainer(Trainer):
             # Resumed on a different number of ranks: reseed deterministically instead.
             torch.manual_seed(self.seed * 7919 + 1 + self.ctx.rank + 104_729 * self.epoch)
         self.ctx.barrier()
+
+
+class ClassifierWorkload(Workload):
+    """A workload whose trials are :class:`ClassifierTrainer` runs.
+
+    A subclass gives ``build_model(config)`` and ``splits()``; the config supplies optimizer,
+    lr, weight_decay and batch_size. ``steps_per_epoch`` (None: whole epochs) caps an epoch.
+    """
+
+    lr_schedule: Optional[str] = None
+    max_epochs: int = 81
+    steps_per_epoch: Optional[int] = None
+
+    def make_trainer(self, config: dict, seed: int, device: str = "cpu") -> Trainer:
+        config = dict(config)
+        return ClassifierTrainer(lambda: self.build_model(config), self.splits(), seed=seed, device=device,
+                                 optimizer=config["optimizer"], lr=config["lr"],
+                                 weight_decay=config["weight_decay"], batch_size=config["batch_size"],
+                                 batch_policy=self.batch_policy, steps_per_epoch=self.steps_per_epoch,
+                                 lr_schedule=self.lr_schedule, max_epochs=self.max_epochs)
