@@ -73,8 +73,10 @@ DONE = _Signal.DONE
 
 Action = Union[Start, Resume, _Signal]
 
-# Trial statuses as the scheduler sees them.
+# Trial statuses as the scheduler sees them. PENDING: created ahead of its start (Ray semantics
+# create trials before a slot asks, as Ray's controller does); suggest() starts it later.
 RUNNING, PAUSED, STOPPED, COMPLETED, FAILED = "running", "paused", "stopped", "completed", "failed"
+PENDING = "pending"
 ENDED = (STOPPED, COMPLETED, FAILED)
 
 

@@ -32,7 +32,7 @@ from scipy.special import ndtr, ndtri
 from nasalloc.errors import UserError
 
 from .common import SeedLike, check_count, jfloat, ufloat
-from .hyperband import HyperBand, _Bracket
+from .hyperband import HyperBand
 from .sampling import ROW_KEY, config_to_vector, kde_vartypes, round_trip_vectors, vector_to_config
 
 
@@ -78,11 +78,12 @@ class BOHB(HyperBand):
     def __init__(self, source, *, max_t: int, min_t: int = 1, eta: int = 3,
                  semantics: str = "ray", mode: str = "max", seed: SeedLike = 0,
                  trials: Optional[int] = None, brackets: Optional[int] = None,
-                 min_points_in_model: Optional[int] = None, top_n_percent: int = 15,
+                 pending: Optional[int] = None, min_points_in_model: Optional[int] = None, top_n_percent: int = 15,
                  num_samples: int = 64, random_fraction: float = 1 / 3,
                  bandwidth_factor: float = 3.0, min_bandwidth: float = 1e-3):
         super().__init__(source, max_t=max_t, min_t=min_t, eta=eta, semantics=semantics,
-                         mode=mode, seed=seed, trials=trials, brackets=brackets)
+                         mode=mode, seed=seed, trials=trials, brackets=brackets,
+                         pending=pending)
         self.space = source.space
         self.vartypes, self.levels = kde_vartypes(self.space)
         dim = len(self.levels)
@@ -127,9 +128,9 @@ class BOHB(HyperBand):
         self._add(trial_id, epoch, -self.signed(metric))
 
     def _observe_failure(self, trial_id: int) -> None:
-        bracket = self._brackets.get(self._bracket_of[trial_id])
-        if bracket is not None:  # a crashed run counts as a bad result on its budget
-            self._add(trial_id, bracket.milestone, math.inf)
+        milestone = self.milestone_of(trial_id)
+        if milestone is not None:  # a crashed run counts as a bad result on its budget
+            self._add(trial_id, milestone, math.inf)
 
     def _split_sizes(self, count: int) -> tuple[int, int]:
         n_good = max(self.min_points_in_model, (self.top_n_percent * count) // 100)
@@ -188,7 +189,7 @@ class BOHB(HyperBand):
         return out
 
     # -- proposing ----------------------------------------------------------------------------
-    def _new_config(self, bracket: _Bracket) -> dict:
+    def _new_config(self) -> dict:
         budget = self.model_budget()
         if budget is None or self._rng.random() < self.random_fraction:
             return self.source.sample(self._rng, self._source_state)

@@ -66,8 +66,18 @@ def _milestones(max_t: int, min_t: int, eta: int, s: int) -> list[int]:
     return out
 
 
+def hpbandster_levels(max_t: int, min_t: int, eta: int) -> int:
+    """HpBandSter's ``max_SH_iter = -int(np.log(min_budget/max_budget)/np.log(eta)) + 1``, float
+    error included: for 243/3/1 the log ratio is -4.999999999999999, so HpBandSter runs 5 levels
+    (budgets 3..243) and never uses min_budget 1 (likewise 486/3/2, 729/3/3)."""
+    return -int(np.log(min_t / max_t) / np.log(eta)) + 1
+
+
 def _reference_brackets(max_t: int, min_t: int, eta: int, algorithm: str) -> list[list[Rung]]:
-    s_max = exact_log_floor(max_t / min_t, eta)
+    if algorithm == "hyperband":  # Li et al.: the exact floor of log_eta(max_t/min_t)
+        s_max = exact_log_floor(max_t / min_t, eta)
+    else:
+        s_max = hpbandster_levels(max_t, min_t, eta) - 1
     brackets = []
     for s in range(s_max, -1, -1):  # most aggressive first (Li et al.; HpBandSter iteration 0)
         if algorithm == "hyperband":

@@ -10,7 +10,7 @@ import numpy as np
 
 from nasalloc.errors import UserError
 
-from .base import COMPLETED, ENDED, FAILED, PAUSED, RUNNING, STOPPED, Scheduler
+from .base import COMPLETED, ENDED, FAILED, PAUSED, PENDING, RUNNING, STOPPED, Scheduler
 
 MODES = ("max", "min")
 SeedLike = Union[int, np.random.Generator, None]
@@ -121,11 +121,12 @@ class SchedulerCore(Scheduler):
         return len(self._running)
 
     # -- transitions ------------------------------------------------------------------------
-    def _new_trial(self, config: dict) -> int:
+    def _new_trial(self, config: dict, status: str = RUNNING) -> int:
         tid = self._next_id
         self._next_id += 1
-        self._status[tid] = RUNNING
-        self._running.add(tid)
+        self._status[tid] = status
+        if status == RUNNING:
+            self._running.add(tid)
         self._configs[tid] = plain(config)
         self._epochs[tid] = 0
         return tid
@@ -143,7 +144,7 @@ class SchedulerCore(Scheduler):
             self._epochs[trial_id] = epoch
 
     def _set(self, trial_id: int, status: str) -> None:
-        assert status in (RUNNING, PAUSED, STOPPED, COMPLETED, FAILED)
+        assert status in (RUNNING, PAUSED, STOPPED, COMPLETED, FAILED, PENDING)
         self._status[trial_id] = status
         if status == RUNNING:
             self._running.add(trial_id)
@@ -153,7 +154,7 @@ class SchedulerCore(Scheduler):
     def params(self) -> dict:
         """The settings a saved state only makes sense with (subclasses add theirs)."""
         keys = ("max_t", "min_t", "eta", "semantics", "mode", "trials_limit", "brackets_limit",
-                "variant", "min_points_in_model", "top_n_percent", "num_samples",
+                "variant", "pending", "min_points_in_model", "top_n_percent", "num_samples",
                 "random_fraction", "bandwidth_factor", "min_bandwidth")
         return {k: getattr(self, k) for k in keys if hasattr(self, k)}
 

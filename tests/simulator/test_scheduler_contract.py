@@ -54,7 +54,7 @@ def referee(scheduler, clock, kind):
     milestone_of = {}
 
     def group(trial):
-        return scheduler._bracket_of[trial] if algorithm != "asha" else 0
+        return scheduler.bracket_index(trial) if algorithm != "asha" else 0
 
     for entry in clock.log:
         kind_ = entry[0]
@@ -119,8 +119,9 @@ def referee(scheduler, clock, kind):
     for trial in started:
         status = scheduler.trial_status(trial)
         assert status in ENDED, f"trial {trial} left {status}"
-        if ends[trial] == 0:  # ended by DONE while paused
-            assert state[trial] == "paused" and status == STOPPED
+        if ends[trial] == 0:  # ended by DONE while paused (Ray: paused at the last rung)
+            last_rung_pause = scheduler.semantics == "ray" and algorithm != "asha"
+            assert state[trial] == "paused" and (status == STOPPED or last_rung_pause)
         else:
             assert ends[trial] == 1
     if algorithm != "asha":  # HB/BOHB: at most n_{i+1} go on, and they are the best
