@@ -3,8 +3,9 @@
 Every slot of the split (see :mod:`.cluster`) is a SimPy process that asks the scheduler what
 to run whenever it is free:
 
-* ``Start``/``Resume``: the trial takes the slot's GPUs, pays the start-up cost (a resume also
-  loads its checkpoint, after the save of its pause has finished), then trains epoch after
+* ``Start``/``Resume``: the trial takes the slot's GPUs, pays the start-up cost (a resume pays
+  the profile's ``resume_s``, else the same start-up, and loads its checkpoint after the save of
+  its pause has finished), then trains epoch after
   epoch: ``relative cost of its config x the reference epoch time at g GPUs x a lognormal
   factor (mean 1, the profile's CV)``. After each epoch the scheduler is told the metric of the
   config's learning curve at that epoch and answers CONTINUE, PAUSE (save a checkpoint, free the
@@ -98,6 +99,7 @@ class _Simulation:
         self.gpus = g
         self.base_epoch_s = time_model.reference_epoch_seconds(g, split.nodes_per_trial)
         self.startup_s = time_model.overhead("startup_s", g)
+        self.resume_s = time_model.overhead("resume_s", g)
         self.save_s = time_model.overhead("checkpoint_save_s", g)
         self.load_s = time_model.overhead("checkpoint_load_s", g)
         self.one_gpu_epoch_s = time_model.reference_epoch_seconds(1.0, 1)
@@ -195,7 +197,7 @@ class _Simulation:
             began = env.now
             self.emit(time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
             self.yields += 1
-            yield env.timeout(self.startup_s + self.load_s)
+            yield env.timeout(self.resume_s + self.load_s)
         else:
             raise RuntimeError(f"{type(scheduler).__name__}.suggest() returned {action!r}")
 

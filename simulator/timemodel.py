@@ -8,7 +8,8 @@ Overheads: where the profile's ``measurements`` hold a value per GPU count (``st
 with ranks: process launch and distributed init), the value for a trial of g GPUs is
 interpolated linearly in log2(g) between the measured counts and held constant beyond them;
 otherwise the profile's ``overheads`` mean is used; where neither has it, a stated default is
-used and a note says so (the CLI prints every note).
+used and a note says so (the CLI prints every note). ``resume_s``, the start-up of a resumed
+segment, is optional: without it a resume pays ``startup_s``.
 
 Evaluation: the scaling model's epoch time already includes evaluation (``t_fixed`` and the
 measured epochs are training + evaluation, see ``scaling.py``), so ``eval_s`` is reported but not
@@ -33,6 +34,10 @@ from .scaling import ScalingModel
 
 SCHEMA = "nasalloc.profile/1"
 OVERHEADS = ("startup_s", "checkpoint_save_s", "checkpoint_load_s", "eval_s")
+# Optional: the start-up of a resumed segment where it differs from a fresh start (Ray Tune
+# runs here started a resumed trial in 1.1-1.8 s against 2-8 s for fresh trials starting
+# together); without it a resume pays startup_s.
+RESUME = "resume_s"
 DEFAULT_PROFILE_NAME = "default_profile.json"
 
 # Used only where a profile lacks the value; each use is printed.
@@ -58,6 +63,8 @@ class TimeModel:
         A fraction uses what was measured with that many trials sharing a GPU (start-up is
         slower when co-located processes launch together), else the 1-GPU figure.
         """
+        if name == RESUME and name not in self.overheads:
+            return self.overhead("startup_s", gpus)
         points = self.per_gpus.get(name)
         if points and gpus < 1:
             shared = dict(points).get(gpus)
@@ -117,13 +124,13 @@ def time_model_from_profile(profile: dict, origin: str = "profile") -> TimeModel
         raise UserError(f"{origin}: field 'overheads' must be an object")
     per_gpus = _per_gpus_overheads(profile.get("measurements") or [], origin)
     overheads = {}
-    for name in OVERHEADS:
+    for name in OVERHEADS + (RESUME,):
         if name in overheads_in:
             overheads[name] = _number(overheads_in[name], f"overheads.{name}")
         elif name in per_gpus:
             points = per_gpus[name]
             overheads[name] = sum(v for _, v in points) / len(points)
-        else:
+        elif name != RESUME:
             overheads[name] = DEFAULT_OVERHEAD_S
             if name != "eval_s":  # evaluation is inside the scaling model anyway
                 notes.append(f"profile has no {name}: default {DEFAULT_OVERHEAD_S:g} s used (cost not modelled)")
@@ -159,7 +166,7 @@ def _per_gpus_overheads(measurements: list, origin: str) -> dict:
         if not isinstance(m, dict) or m.get("kind", "ddp") not in ("ddp", "colocated") or "gpus" not in m:
             continue
         gpus = _number(m["gpus"], f"measurements[{i}].gpus")
-        for name in OVERHEADS:
+        for name in OVERHEADS + (RESUME,):
             if m.get(name) is not None:
                 sums.setdefault(name, {}).setdefault(gpus, []).append(_number(m[name], f"measurements[{i}].{name}"))
     return {name: sorted((g, sum(v) / len(v)) for g, v in by_g.items() if g > 0)

@@ -99,3 +99,34 @@ def test_a_shared_gpu_uses_the_overheads_measured_co_located():
     assert model.overhead("startup_s", 0.5) == 5.0
     assert model.overhead("startup_s", 0.25) == 2.0
     assert model.overhead("startup_s", 1) == 2.0 and model.overhead("startup_s", 2) == 3.0
+
+
+def test_a_resume_pays_the_profiles_resume_cost_else_the_start_up(tmp_path):
+    from .simdata import make_table, scheduler, split, time_model
+    from nasalloc.simulator.engine import simulate
+
+    table = make_table(rows=20, epochs=9, seed=1)
+    without = time_model(10.0, startup_s=5.0, load_s=1.0)
+    assert without.overhead("resume_s", 2) == without.overhead("startup_s", 2) == 5.0
+    cheaper = time_model(10.0, startup_s=5.0, load_s=1.0)
+    cheaper.overheads["resume_s"] = 2.0
+    assert cheaper.overhead("resume_s", 2) == 2.0 and cheaper.overhead("startup_s", 2) == 5.0
+
+    def run(model):
+        return simulate(scheduler("hyperband", table, max_t=9, brackets=3), split(4, 1), model, table,
+                        seed=3).events
+
+    slow, fast = run(without), run(cheaper)
+    resumes = [e for e in slow if e.kind == "resume"]
+    assert resumes, "the scenario must resume trials"
+    # The first epoch after a resume ends resume_s + load_s after the resume record.
+    for events, cost in ((slow, 5.0 + 1.0), (fast, 2.0 + 1.0)):
+        for i, e in enumerate(events):
+            if e.kind == "resume":
+                nxt = next(x for x in events[i + 1:] if x.trial_id == e.trial_id)
+                assert nxt.began_s == pytest.approx(e.time_s + cost)
+    # And from the profile file: overheads.resume_s is read when present.
+    write_profile(tmp_path / "p.json")
+    data = json.loads((tmp_path / "p.json").read_text())
+    data["overheads"]["resume_s"] = 1.25
+    assert time_model_from_profile(data, "test").overhead("resume_s", 4) == 1.25
