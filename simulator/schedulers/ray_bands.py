@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from itertools import groupby
 from typing import Optional
 
 import numpy as np
@@ -69,7 +70,7 @@ class _RayBracket:
         self.total_work = self._total_work(n0, r0, s)
         self.to_unpause: set[int] = set()
         self.processed = False  # Ray's is_being_processed: set at the first halving, never reset
-        self.queued = 0  # live trials waiting in the controller's queue (Ray status PENDING)
+        self.queued: set[int] = set()  # its trials in the controller's queue (Ray: PENDING)
 
     def _total_work(self, n, r, s) -> int:
         work, cumulative_r = 0, r  # Ray never advances cumulative_r: kept on purpose
@@ -105,14 +106,15 @@ class _RayBracket:
                 "live": [[t, e, jfloat(m)] for t, (e, m) in self.live.items()],
                 "progress": self.progress, "total_work": self.total_work,
                 "to_unpause": sorted(self.to_unpause), "processed": self.processed,
-                "queued": self.queued}
+                "queued": sorted(self.queued)}
 
     @classmethod
     def from_dict(cls, data: dict, max_t: int, eta: int) -> "_RayBracket":
         bracket = cls.__new__(cls)
         bracket.max_t, bracket.eta = max_t, eta
-        for key in ("index", "s", "n", "r", "halves", "progress", "total_work", "processed", "queued"):
+        for key in ("index", "s", "n", "r", "halves", "progress", "total_work", "processed"):
             setattr(bracket, key, data[key])
+        bracket.queued = set(data["queued"])
         bracket.live = {int(t): [int(e), ufloat(m)] for t, e, m in data["live"]}
         bracket.to_unpause = set(data["to_unpause"])
         return bracket
@@ -139,6 +141,7 @@ class RayBands:
         self.bracket_of: dict[int, tuple[int, int]] = {}
         self.queue: deque[int] = deque()  # the actor requests, first in first out
         self.queued: set[int] = set()
+        self.active: dict[tuple[int, int], _RayBracket] = {}  # brackets with a trial to offer
         self.trials_limit = owner.trials_limit
         if self.trials_limit is None:  # brackets=N: the trials of the first N brackets
             shapes = owner.shapes
@@ -228,6 +231,7 @@ class RayBands:
             if bracket.live[trial_id][0] < bracket.r:  # continue_trial
                 if status == PAUSED:
                     bracket.to_unpause.add(trial_id)
+                    self._touch(self.bracket_of[trial_id])
                 elif status == RUNNING:
                     action = Decision.CONTINUE
             elif bracket.finished():
@@ -239,19 +243,20 @@ class RayBands:
         return action
 
     def _candidate(self, bracket: _RayBracket) -> Optional[int]:
-        if not bracket.to_unpause and not bracket.queued:
+        """The first live trial that is PENDING, or PAUSED and promoted. Trials join a bracket
+        when created, so live order is trial-id order: the smallest such id."""
+        paused = [t for t in bracket.to_unpause if self.owner._status[t] == PAUSED]
+        if not paused and not bracket.queued:
             return None
-        for trial_id in bracket.live:
-            status = self._ray_status(trial_id)
-            if status == PENDING or (status == PAUSED and trial_id in bracket.to_unpause):
-                return trial_id
-        return None
+        return min(bracket.queued.union(paused))
 
     def _choose(self, allow_recurse: bool = True) -> Optional[int]:
         """choose_trial_to_run (HyperBandScheduler: least complete bracket of each band first;
         HyperBandForBOHB: brackets in order, and halve paused brackets once nothing runs)."""
-        for band in self.bands:
-            brackets = [b for b in band if b is not None and (b.to_unpause or b.queued)]
+        # Only brackets with a PENDING or promoted trial can answer; filtering before the
+        # stable sort keeps the order Ray's sort of the whole band gives them.
+        for _, group in groupby(sorted(self.active.items()), key=lambda item: item[0][0]):
+            brackets = [bracket for _, bracket in group]
             if not self.for_bohb:
                 brackets.sort(key=_RayBracket.completion)
             for bracket in brackets:
@@ -270,16 +275,28 @@ class RayBands:
         return None
 
     # -- the controller ------------------------------------------------------------------------
+    def _touch(self, where: tuple[int, int]) -> None:
+        bracket = self._bracket(where)
+        status = self.owner._status
+        if bracket.queued or any(status[t] == PAUSED for t in bracket.to_unpause):
+            self.active[where] = bracket
+        else:
+            self.active.pop(where, None)
+
     def _enqueue(self, trial_id: int) -> None:
         self.queue.append(trial_id)
         self.queued.add(trial_id)
-        self._bracket(self.bracket_of[trial_id]).queued += 1
+        where = self.bracket_of[trial_id]
+        self._bracket(where).queued.add(trial_id)
+        self._touch(where)
 
     def _unqueue(self, trial_id: int) -> None:
         if trial_id in self.queued:
             self.queue.remove(trial_id)
             self.queued.discard(trial_id)
-            self._bracket(self.bracket_of[trial_id]).queued -= 1
+            where = self.bracket_of[trial_id]
+            self._bracket(where).queued.discard(trial_id)
+            self._touch(where)
 
     def step(self) -> None:
         """What TuneController.step does before it handles the next event."""
@@ -299,9 +316,9 @@ class RayBands:
             self._unstick()
         if self.queue:
             trial_id = self.queue[0]
-            self._unqueue(trial_id)
             fresh = owner._status[trial_id] == PENDING
             owner._set(trial_id, RUNNING)
+            self._unqueue(trial_id)  # after the status: a running promoted trial offers nothing
             milestone = self._bracket(self.bracket_of[trial_id]).r
             self.step()
             if fresh:
@@ -331,7 +348,9 @@ class RayBands:
         entry = bracket.live[trial_id]
         bracket.progress += epoch - entry[0]
         entry[0], entry[1] = epoch, owner.signed(metric)
-        bracket.to_unpause.discard(trial_id)
+        if trial_id in bracket.to_unpause:
+            bracket.to_unpause.discard(trial_id)
+            self._touch(self.bracket_of[trial_id])
         if epoch < bracket.r:
             decision = Decision.CONTINUE
         elif self.for_bohb and (not bracket.filled() or any(
@@ -375,3 +394,8 @@ class RayBands:
         self.queue = deque(state["queue"])
         self.queued = set(self.queue)
         self.opened = int(state["opened"])
+        self.active = {}
+        for b, band in enumerate(self.bands):
+            for p, bracket in enumerate(band):
+                if bracket is not None:
+                    self._touch((b, p))
