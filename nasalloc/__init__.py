@@ -5,4 +5,4 @@ SimPy under every split of a GPU budget) -> ``validate`` (run the best and worst
 real with the same scheduler objects). See README.md.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # 0.2: HyperBand/BOHB decide as Ray Tune 2.60 / HpBandSter 0.7.4

@@ -47,6 +47,10 @@ from nasalloc.errors import UserError
               help="HyperBand/BOHB brackets to run [default: one full iteration; ASHA gets as many trials].")
 @click.option("--semantics", type=click.Choice(["ray", "reference"]), default="ray", show_default=True,
               help="Bracket shapes of Ray Tune or of the papers (Li et al.; HpBandSter).")
+@click.option("--ray-pending", "ray_pending", type=int, default=None,
+              help="Ray semantics: trials Ray Tune creates ahead of their start [default: 200 for "
+                   "hyperband, a plain Tuner's BasicVariantGenerator; 1 for bohb, TuneBOHB]. Give 1 "
+                   "for any other custom searcher, or the value of TUNE_MAX_PENDING_TRIALS_PG.")
 @click.option("--seeds", type=int, default=10, show_default=True, help="Seeds per split.")
 @seed_option
 @click.option("--objective", type=click.Choice(["makespan", "deadline"]), default="makespan", show_default=True,
@@ -56,7 +60,7 @@ from nasalloc.errors import UserError
 @click.option("--jobs", type=int, default=None, help="Parallel processes [default: CPU count].")
 @quiet_option
 def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus_per_node, max_epochs, min_epochs,
-             eta, trials, brackets, semantics, seeds, seed, objective, deadline, out, jobs, quiet):
+             eta, trials, brackets, semantics, ray_pending, seeds, seed, objective, deadline, out, jobs, quiet):
     """Simulate every split of --budget GPUs and predict the fastest (plan.json, plots, records)."""
     from .setup import prepare
 
@@ -64,7 +68,7 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
     plan_input = _one_line_errors(prepare)(budget=budget, profile_path=profile_path, curves_path=curves_path, algorithms=algorithms,
                          gpus_per_trial=gpus_per_trial, gpus_per_node=gpus_per_node, max_epochs=max_epochs,
                          min_epochs=min_epochs, eta=eta, trials=trials, brackets=brackets, semantics=semantics,
-                         seeds=seeds, seed=seed, objective=objective, deadline=deadline, out=out, jobs=jobs)
+                         ray_pending=ray_pending, seeds=seeds, seed=seed, objective=objective, deadline=deadline, out=out, jobs=jobs)
     say = (lambda *a, **k: None) if quiet else (lambda text: click.echo(text, err=True))
     for note in plan_input.notes:
         say(f"note: {note}")

@@ -40,7 +40,7 @@ class PreparedSweep:
 
 def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperband,asha,bohb",
             gpus_per_trial=None, gpus_per_node=None, max_epochs=None, min_epochs=1, eta=3, trials=None,
-            brackets=None, semantics="ray", seeds=10, seed=0, objective="makespan", deadline=None,
+            brackets=None, semantics="ray", ray_pending=None, seeds=10, seed=0, objective="makespan", deadline=None,
             out="results/simulate", jobs=None) -> PreparedSweep:
     from .curvetable import load_curve_table
     from .schedulers import make_scheduler
@@ -56,6 +56,9 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
             raise UserError(f"{flag} {value!r} must be a whole number >= 1")
     if trials is not None and brackets is not None:
         raise UserError(f"--trials {trials} and --brackets {brackets}: give one or the other")
+    if ray_pending is not None and (semantics != "ray" or ray_pending < 1):
+        raise UserError(f"--ray-pending {ray_pending!r}: expected a whole number >= 1 with --semantics ray "
+                        f"(got --semantics {semantics}); reference semantics create a trial when a slot asks")
     if objective == "deadline" and (deadline is None or not deadline > 0):
         raise UserError(f"--objective deadline needs --deadline SECONDS > 0 (got {deadline!r})")
     if objective != "deadline" and deadline is not None:
@@ -106,7 +109,7 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
     spec = SweepSpec(budget=budget, gpus_per_node=gpus_per_node, splits=tuple(normalised), algorithms=names,
                      seeds=tuple(seed + i for i in range(seeds)), max_t=max_epochs, min_t=min_epochs, eta=eta,
                      semantics=semantics, mode=table.mode, trials=trials, brackets=brackets,
-                     deadline_s=float(deadline) if deadline is not None else None,
+                     ray_pending=ray_pending, deadline_s=float(deadline) if deadline is not None else None,
                      profile_sha256=profile.sha256, curves_sha256=table.sha256)
     for name in names:  # scheduler arguments are checked by building each once
         make_scheduler(name, source=TableSource(table.space, table.configs[:1]), max_t=spec.max_t,

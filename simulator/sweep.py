@@ -59,14 +59,18 @@ class SweepSpec:
     trials: Optional[int] = None      # as given by the user (None: from brackets)
     brackets: Optional[int] = None
     deadline_s: Optional[float] = None
+    ray_pending: Optional[int] = None  # trials Ray's controller creates ahead (None: Ray's default)
     profile_sha256: str = ""
     curves_sha256: str = ""
     version: str = field(default_factory=lambda: __import__("nasalloc").__version__)  # rows of other code differ
 
     def limits(self, algorithm: str) -> dict:
         """``trials``/``brackets`` for ``make_scheduler``: see :func:`scheduler_limits`."""
-        return scheduler_limits(algorithm, self.max_t, self.min_t, self.eta, self.semantics,
-                                self.trials, self.brackets)
+        limits = scheduler_limits(algorithm, self.max_t, self.min_t, self.eta, self.semantics,
+                                  self.trials, self.brackets)
+        if self.ray_pending is not None and algorithm != "asha":
+            limits["pending"] = self.ray_pending
+        return limits
 
     @property
     def key(self) -> str:

@@ -50,6 +50,8 @@ SMALL = ["--budget", "8", "--seeds", "2", "--jobs", "1", "--quiet"]
     (["--budget", "8", "--gpus-per-node", "0"], "--gpus-per-node 0"),
     (["--budget", "8", "--deadline", "100"], "only applies with --objective deadline"),
     (["--budget", "8", "--algorithms", ","], "is empty"),
+    (["--budget", "8", "--ray-pending", "0"], "--ray-pending 0"),
+    (["--budget", "8", "--semantics", "reference", "--ray-pending", "4"], "--ray-pending 4"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, trace, capsys, args, words):
     out = tmp_path / "out"
@@ -182,3 +184,23 @@ def test_with_no_files_it_runs_on_the_embedded_profile_and_curves(tmp_path, caps
     plan = json.loads((out / "plan.json").read_text())
     assert plan["profile"]["embedded"] and plan["workload"] == "digits" and plan["gpus_per_node"] == 4
     assert plan["splits"] == [1, 2, 4, 8]  # no co-location data: no fractional splits by default
+
+
+def test_ray_pending_reaches_the_schedulers_and_the_plan(tmp_path, trace, capsys):
+    """How many trials Ray creates ahead changes when brackets open: the plan records it and a
+    validation rebuilds the schedulers with it."""
+    for pending in (None, 1):
+        out = tmp_path / f"p{pending}"
+        extra = [] if pending is None else ["--ray-pending", str(pending)]
+        status, _, stderr = run([*SMALL, "--algorithms", "hyperband", "--gpus-per-trial", "1",
+                                 "--curves", str(trace), "--out", str(out), *extra], capsys)
+        assert status == 0, stderr
+        plan = json.loads((out / "plan.json").read_text())
+        assert plan["scheduler"]["ray_pending"] == pending
+        scheduler = plan["algorithms"]["hyperband"]["scheduler"]
+        assert scheduler.get("pending") == pending
+        # the validation runner rebuilds the very same scheduler from the plan
+        from nasalloc.validate.plan import Plan
+
+        built = Plan(out / "plan.json").scheduler_factory("hyperband")()
+        assert built.pending == (200 if pending is None else pending)
