@@ -114,7 +114,11 @@ class BOHB(HyperBand):
     # -- observations ---------------------------------------------------------------------------
     def _vector_of(self, trial_id: int) -> np.ndarray:
         if trial_id not in self._vectors:
-            self._vectors[trial_id] = config_to_vector(self.space, self._configs[trial_id])
+            config = self._configs[trial_id]
+            if ROW_KEY in config and hasattr(self.source, "vectors"):  # a table row: known
+                self._vectors[trial_id] = self.source.vectors[int(config[ROW_KEY])].copy()
+            else:
+                self._vectors[trial_id] = config_to_vector(self.space, config)
         return self._vectors[trial_id]
 
     def _add(self, trial_id: int, budget: int, loss: float) -> None:
@@ -173,19 +177,25 @@ class BOHB(HyperBand):
 
     def _impute(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """HpBandSter's rule for inactive (NaN) values: copy them from a random row where the
-        first missing dimension is active; if no row has it, a random valid value."""
+        first missing dimension is active; if no row has it, a random valid value.
+        (``rng.integers(0, n)`` is the draw ``rng.choice`` of n donors makes.)"""
         out = rows.copy()
-        for i in range(out.shape[0]):
-            missing = np.flatnonzero(np.isnan(out[i]))
+        missing_rows = np.isnan(out)
+        if not missing_rows.any():
+            return out
+        donors = [np.flatnonzero(column) for column in np.isfinite(rows).T]
+        for i in np.flatnonzero(missing_rows.any(axis=1)):
+            row = out[i]
+            missing = np.flatnonzero(np.isnan(row))
             while missing.size:
                 dim = missing[0]
-                donors = np.flatnonzero(np.isfinite(rows[:, dim]))
-                if donors.size:
-                    out[i, missing] = rows[int(rng.choice(donors)), missing]
+                pool = donors[dim]
+                if pool.size:
+                    row[missing] = rows[pool[rng.integers(0, pool.size)], missing]
                 else:
                     levels = self.levels[dim]
-                    out[i, dim] = rng.integers(levels) if levels else rng.random()
-                missing = np.flatnonzero(np.isnan(out[i]))
+                    row[dim] = rng.integers(levels) if levels else rng.random()
+                missing = np.flatnonzero(np.isnan(row))
         return out
 
     # -- proposing ----------------------------------------------------------------------------

@@ -224,12 +224,13 @@ class TableSource:
             self.rows.append({**clean, ROW_KEY: index})
         self.vectors = np.vstack(vectors)
         self._vartypes, self._levels = kde_vartypes(space)
-        # without inactive values, nearest rows come from one matrix product (BOHB snaps 64
-        # candidates per config); with them, the element-wise rule above
-        self._embedded = None
-        if not np.isnan(self.vectors).any():
-            self._embedded = _embedding(self.vectors, self._vartypes, self._levels)
-            self._norms = (self._embedded ** 2).sum(axis=1)
+        # nearest rows come from matrix products (BOHB snaps 64 candidates per config): per
+        # pair of inactive patterns (row, query), the dimensions active in both are embedded
+        # and every dimension inactive in exactly one adds 1 (see vector_distances)
+        inactive = np.isnan(self.vectors)
+        self._row_patterns = [(pattern, np.flatnonzero((inactive == pattern).all(axis=1)))
+                              for pattern in np.unique(inactive, axis=0)]
+        self._pair_cache: dict = {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -254,15 +255,33 @@ class TableSource:
         """Row index nearest to one vector (d,), or an array of them for vectors (k, d)."""
         vectors = np.asarray(vectors, dtype=float)
         queries = np.atleast_2d(vectors)
-        if self._embedded is not None and not np.isnan(queries).any():
-            embedded = _embedding(queries, self._vartypes, self._levels)
-            squared = (embedded ** 2).sum(axis=1)[:, None] + self._norms[None, :] \
-                - 2.0 * embedded @ self._embedded.T
-            nearest = np.argmin(squared, axis=1)
-        else:
-            distances = vector_distances(self.vectors, queries, self._vartypes, self._levels)
-            nearest = np.argmin(distances, axis=1)
+        squared = np.empty((queries.shape[0], len(self.rows)))
+        query_inactive = np.isnan(queries)
+        for query_pattern in np.unique(query_inactive, axis=0):
+            picked = np.flatnonzero((query_inactive == query_pattern).all(axis=1))
+            for row_pattern, rows in self._row_patterns:
+                dims, embedded, norms, mismatched = self._pair(row_pattern, query_pattern, rows)
+                q = _embedding(queries[np.ix_(picked, dims)], self._vartypes_of(dims),
+                               self._levels[dims])
+                squared[np.ix_(picked, rows)] = mismatched + (q ** 2).sum(axis=1)[:, None] \
+                    + norms[None, :] - 2.0 * q @ embedded.T
+        nearest = np.argmin(squared, axis=1)
         return int(nearest[0]) if vectors.ndim == 1 else nearest
+
+    def _vartypes_of(self, dims: np.ndarray) -> str:
+        return "".join(self._vartypes[d] for d in dims)
+
+    def _pair(self, row_pattern: np.ndarray, query_pattern: np.ndarray, rows: np.ndarray):
+        """Dimensions active in both patterns, the rows' embedding on them and its norms, and
+        how many dimensions are inactive in exactly one of the two (each adds 1)."""
+        key = (row_pattern.tobytes(), query_pattern.tobytes())
+        if key not in self._pair_cache:
+            dims = np.flatnonzero(~row_pattern & ~query_pattern)
+            embedded = _embedding(self.vectors[np.ix_(rows, dims)], self._vartypes_of(dims),
+                                  self._levels[dims])
+            self._pair_cache[key] = (dims, embedded, (embedded ** 2).sum(axis=1),
+                                     float(np.count_nonzero(row_pattern != query_pattern)))
+        return self._pair_cache[key]
 
     def snap(self, config: dict) -> dict:
         """The table row nearest to ``config`` (itself when it is a row)."""

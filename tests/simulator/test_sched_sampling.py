@@ -143,6 +143,28 @@ def test_fast_nearest_agrees_with_the_elementwise_distance():
     np.testing.assert_allclose(picked, exact.min(axis=1), atol=1e-9)
 
 
+def test_fast_nearest_agrees_with_the_elementwise_distance_on_inactive_values():
+    """Rows and queries with inactive (NaN) values: per pair of patterns the matrix-product
+    path must pick the row the element-wise rule finds nearest (here: the same index)."""
+    from nasalloc.simulator.schedulers.sampling import kde_vartypes, vector_distances
+
+    space = conditional_space()
+    space.add(CS.Integer("units", (1, 64)))
+    space.add(CS.EqualsCondition(space["units"], space["opt"], "adam"))
+    rng = np.random.default_rng(1)
+    table = TableSource(space, [SpaceSource(space).sample(rng) for _ in range(250)])
+    assert len(table._row_patterns) == 3  # sgd (momentum), adam (units), rms (neither)
+    vartypes, levels = kde_vartypes(space)
+    from nasalloc.simulator.schedulers.sampling import round_trip_vectors
+
+    raw = np.column_stack([rng.integers(0, n, 200) if n else rng.random(200) for n in levels])
+    queries = round_trip_vectors(space, raw.astype(float))
+    assert np.isnan(queries).any()
+    exact = vector_distances(table.vectors, queries, vartypes, levels)
+    np.testing.assert_array_equal(table.nearest(queries), exact.argmin(axis=1))
+    assert table.nearest(queries[3]) == exact[3].argmin()
+
+
 def test_loading_state_made_with_other_settings_is_a_user_error():
     source = SpaceSource(conditional_space())
     saved = make_scheduler("hyperband", source=source, max_t=27, trials=10).state_dict()
