@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "simulate": ("nasalloc.simulator.cli", "simulate"),
     "validate": ("nasalloc.validate.cli", "validate"),
     "sbatch": ("nasalloc.validate.sbatch", "sbatch"),
+    "import": ("nasalloc.importcli", "import_"),
 }
 
 
