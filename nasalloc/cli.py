@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "validate": ("nasalloc.validate.cli", "validate"),
     "sbatch": ("nasalloc.validate.sbatch", "sbatch"),
     "import": ("nasalloc.importcli", "import_"),
+    "export": ("nasalloc.simulator.export", "export"),
 }
 
 

@@ -55,6 +55,19 @@ class ChosenSplit:
     parallel_trials: int
 
 
+def curves_of(plan_path: Path, shown: str) -> Optional[Path]:
+    """The curves file a plan was simulated with (None: the embedded ones), found from here or
+    beside the plan."""
+    if shown.startswith("<embedded"):
+        return None
+    path = Path(shown)
+    if not path.is_absolute() and not path.exists() and (plan_path.parent / path).exists():
+        path = plan_path.parent / path
+    if not path.exists():
+        raise UserError(f"plan {plan_path}: its curves {shown} are not found (from here or beside the plan)")
+    return path
+
+
 class Plan:
     def __init__(self, path):
         self.path = Path(path)
@@ -103,15 +116,7 @@ class Plan:
         if self._table is None:
             from nasalloc.simulator.curvetable import load_curve_table
 
-            shown = self.curves_path
-            if shown.startswith("<embedded"):
-                path = None
-            else:
-                path = Path(shown)
-                if not path.is_absolute() and not path.exists() and (self.path.parent / path).exists():
-                    path = self.path.parent / path
-                if not path.exists():
-                    raise UserError(f"plan {self.path}: its curves {shown} are not found (from here or beside the plan)")
+            path = curves_of(self.path, self.curves_path)
             table = load_curve_table(None if path is None else str(path), self.profile)
             if table.sha256 != self.curves_sha256:
                 raise UserError(f"plan {self.path}: curves {shown} changed since the simulation (sha256 differs)")
