@@ -61,22 +61,25 @@ def profile(gpus, workload, config, warmup, epochs, steps, repeats, launcher, gp
                       repeats=repeats, launcher=chosen_launcher, device=device, data_dir=data_dir, out=out,
                       seed=seed, gpus_per_node=gpus_per_node, timeout_s=timeout_s,
                       command=_command_line(click.get_current_context()))
-    echo(f"profiling {workload} on {request.device} with the {chosen_launcher.name} launcher: g = "
-         + ", ".join(f"{g:g}" for g in request.gpus)
-         + f" ({request.warmup} warm-up + {request.epochs} measured epoch(s), {request.repeats} repeat(s))")
-    try:
-        result = run_profile(request, echo)
-    except ProfileFailed as err:
-        click.echo(f"nasalloc profile: error: {err}", err=True)
-        sys.exit(1)
-    from .plot import plot_profile
-    from .summary import format_summary
+    from nasalloc.io import file_output_lock
 
-    plot = plot_profile(result, request.plot_path)
-    click.echo(format_summary(result))
-    measured = len({m["gpus"] for m in result["measurements"]})
-    click.echo(f"profiled {measured} GPU count(s), skipped {len(result['skipped'])} in {result['elapsed_s']:.1f} s: "
-               f"wrote {request.out} and {plot}")
+    with file_output_lock(request.out):  # one run writes a profile at a time
+        echo(f"profiling {workload} on {request.device} with the {chosen_launcher.name} launcher: g = "
+             + ", ".join(f"{g:g}" for g in request.gpus)
+             + f" ({request.warmup} warm-up + {request.epochs} measured epoch(s), {request.repeats} repeat(s))")
+        try:
+            result = run_profile(request, echo)
+        except ProfileFailed as err:
+            click.echo(f"nasalloc profile: error: {err}", err=True)
+            sys.exit(1)
+        from .plot import plot_profile
+        from .summary import format_summary
+
+        plot = plot_profile(result, request.plot_path)
+        click.echo(format_summary(result))
+        measured = len({m["gpus"] for m in result["measurements"]})
+        click.echo(f"profiled {measured} GPU count(s), skipped {len(result['skipped'])} in {result['elapsed_s']:.1f} s: "
+                   f"wrote {request.out} and {plot}")
 
 
 def _command_line(ctx: click.Context) -> str:

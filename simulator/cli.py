@@ -65,6 +65,9 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
                          gpus_per_trial=gpus_per_trial, gpus_per_node=gpus_per_node, max_epochs=max_epochs,
                          min_epochs=min_epochs, eta=eta, trials=trials, brackets=brackets, semantics=semantics,
                          seeds=seeds, seed=seed, objective=objective, deadline=deadline, out=out, jobs=jobs)
+    from nasalloc.io import folder_lock
+
+    lock = folder_lock(out).acquire()  # one sweep writes a folder at a time; the kernel drops it when we end
     say = (lambda *a, **k: None) if quiet else (lambda text: click.echo(text, err=True))
     for note in plan_input.notes:
         say(f"note: {note}")
@@ -76,12 +79,15 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
     from .report import summary_table, write_report
     from .sweep import run_sweep
 
-    progress = None if quiet else _Progress()
-    sweep = run_sweep(spec, plan_input.time_model, plan_input.table, plan_input.table.space, out,
-                      jobs=plan_input.jobs, progress=progress)
-    if progress:
-        progress.close()
-    plan = write_report(out, spec, sweep, plan_input.profile, plan_input.table, objective, plan_input.notes)
+    try:
+        progress = None if quiet else _Progress()
+        sweep = run_sweep(spec, plan_input.time_model, plan_input.table, plan_input.table.space, out,
+                          jobs=plan_input.jobs, progress=progress)
+        if progress:
+            progress.close()
+        plan = write_report(out, spec, sweep, plan_input.profile, plan_input.table, objective, plan_input.notes)
+    finally:
+        lock.release()
     click.echo(summary_table(plan))
     click.echo(plan_input.source_line)
     elapsed = time.perf_counter() - began

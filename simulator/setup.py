@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nasalloc.errors import UserError
+from nasalloc.io import check_writable, folder_lock
 
 from .cluster import (check_budget, default_gpus_per_trial, make_split, parse_gpus_per_trial)
 from .timemodel import FALLBACK_GPUS_PER_NODE, LoadedProfile, TimeModel, load_profile
@@ -112,8 +113,8 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
         make_scheduler(name, source=TableSource(table.space, table.configs[:1]), max_t=spec.max_t,
                        min_t=spec.min_t, eta=spec.eta, semantics=semantics, mode=spec.mode, seed=0,
                        **spec.limits(name))
-    if Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+    check_writable(out, "--out")
+    folder_lock(out).refuse_if_held()  # a sweep running there now is named before its rows are read
     read_done_rows(Path(out), spec)  # a folder holding another sweep is refused here
 
     if profile.embedded:

@@ -23,7 +23,7 @@ import click
 
 from nasalloc.options import out_option, quiet_option
 from nasalloc.errors import UserError
-from nasalloc.io import atomic_write_json, read_json
+from nasalloc.io import atomic_write_json, check_writable, folder_lock, read_json
 
 INVOCATION = "validation.json"
 
@@ -55,20 +55,44 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
     plan = Plan(plan_path)
     chosen = plan.choose(algorithms, which)
     out = Path(out)
+    check_writable(out, "--out")
+    lock = folder_lock(out)
+    lock.refuse_if_held()  # a run holding the folder is named before any advice about it
     _check_out(out, plan_path, algorithms, which, resume)
     plan.table()  # the curves must be there before anything runs
     for name in dict.fromkeys(c.algorithm for c in chosen):
         plan.scheduler_factory(name)  # and every scheduler must build
+    from nasalloc.workloads.registry import load_workload
+
+    load_workload(plan.workload)  # the workload must load
+    predictions = [predict(plan, choice) for choice in chosen]  # and the profile give a time model
 
     from nasalloc.workloads.distributed import resolve_device
 
     from .executor import make_executor
-    from .runner import Runner, SplitTask, Stopper
 
     device = resolve_device(device)
     executor = make_executor(executor_name, device=device, gpus_per_node=plan.gpus_per_node)
     if hasattr(executor, "check_budget"):
         executor.check_budget(plan.budget)
+    try:
+        lock.acquire()  # held until this process ends: one run writes a results folder at a time
+        _check_out(out, plan_path, algorithms, which, resume)  # again, now that no other run can start
+    except BaseException:
+        executor.close()
+        raise
+    try:
+        _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
+                    resume, time_limit, grace, quiet)
+    finally:
+        lock.release()
+
+
+def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
+                resume, time_limit, grace, quiet) -> None:
+    """The run itself, once every input is checked and this process holds ``out``."""
+    from .runner import Runner, SplitTask, Stopper
+
     atomic_write_json(out / INVOCATION, {"plan": str(Path(plan_path).resolve()), "plan_sha256": _sha256(plan_path),
                                          "algorithms": algorithms,
                                          "which": which, "device": device, "executor": executor_name})
@@ -79,8 +103,7 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
         + ", ".join(f"{c.algorithm} {c.which} g={c.gpus_per_trial:g}" for c in chosen))
     results = []
     try:
-        for choice in chosen:
-            predicted = predict(plan, choice)
+        for choice, predicted in zip(chosen, predictions):
             task = SplitTask(algorithm=choice.algorithm, gpus_per_trial=choice.gpus_per_trial, budget=plan.budget,
                              workload=plan.workload, make_scheduler=plan.scheduler_factory(choice.algorithm),
                              max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=plan.gpus_per_node,
@@ -150,8 +173,6 @@ def _report(plan, out: Path, results: list, complete: bool) -> dict:
 
 
 def _check_out(out: Path, plan_path: str, algorithms, which, resume: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
     previous = out / INVOCATION
     if resume:
         if not previous.exists():

@@ -219,10 +219,13 @@ def sbatch(plan_path, out, algorithms, which, device, grace, time_limit, signal_
     import shutil
     import sys
 
-    from nasalloc.io import read_json
+    from nasalloc.io import check_writable, read_json
 
     from .cli import INVOCATION
 
+    check_writable(out, "--out")
+    if script_path:
+        check_writable(script_path, "--script", folder=False)
     plan = read_json(Path(plan_path), "plan")
     if not isinstance(plan, dict) or plan.get("schema") != "nasalloc.plan/1":
         raise UserError(f"plan {plan_path} is not a nasalloc plan (schema 'nasalloc.plan/1' expected)")

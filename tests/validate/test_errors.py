@@ -72,3 +72,34 @@ def test_unknown_executor_names_the_choices(tmp_path, capsys):
 
     with pytest.raises(UserError, match="executor 'nope' is not available.*local"):
         make_executor("nope", device="cpu")
+
+
+def _reference_plan_with(tmp_path, **changes):
+    from pathlib import Path
+
+    reference = Path(__file__).resolve().parents[2] / "results" / "reference" / "simulate_default" / "plan.json"
+    plan = json.loads(reference.read_text())
+    for dotted, value in changes.items():
+        node = plan
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"profile.content": {"schema": "nasalloc.profile/1"}}, "missing field 'model'"),
+    ({"workload": "nope_module:factory"}, "cannot import module 'nope_module'"),
+])
+def test_a_plan_with_a_bad_profile_or_workload_writes_nothing(tmp_path, capsys, change, expected):
+    # Nothing of the run may be written before every input is checked: a validation.json left
+    # behind would make the corrected rerun demand --resume although nothing ran.
+    plan = _reference_plan_with(tmp_path, **change)
+    out = tmp_path / "o"
+    code, lines = _run(["validate", "--plan", str(plan), "--out", str(out), "--device", "cpu"], capsys)
+    assert code == 2 and len(lines) == 1
+    assert expected in lines[0]
+    assert not out.exists()
