@@ -46,13 +46,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nasalloc.errors import UserError
+from nasalloc.lifetime import PARENT_PID_ENV
 from nasalloc.workloads.distributed import free_port
 
 DEVICES = ("cpu", "cuda")
 LAUNCHERS = ("auto", "local", "slurm")
 LAUNCH_TIME_ENV = "NASALLOC_LAUNCH_TIME"
-#: pid of the process that started the ranks (a rank can tell it was orphaned)
-PARENT_PID_ENV = "NASALLOC_PARENT_PID"
 #: how long terminate() waits after SIGTERM before SIGKILL
 TERMINATE_GRACE_S = 5.0
 
