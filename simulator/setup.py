@@ -16,6 +16,12 @@ from .cluster import (check_budget, default_gpus_per_trial, make_split, parse_gp
 from .timemodel import FALLBACK_GPUS_PER_NODE, LoadedProfile, TimeModel, load_profile
 
 
+#: upper limits of the sizes a user gives, refused above (one line naming the limit). Memory
+#: grows with trials x splits (the first seed's event records of every split are kept for the
+#: report: ~60 KB per trial and split) and time with seeds x splits x trials.
+LIMITS = {"--seeds": 1_000, "--trials": 5_000, "--brackets": 100, "--jobs": 256}
+
+
 def parse_algorithms(text: str) -> tuple:
     from .schedulers import ALGORITHMS
 
@@ -55,6 +61,8 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
     for flag, value in (("--seeds", seeds), ("--jobs", jobs), ("--trials", trials), ("--brackets", brackets)):
         if value is not None and value < 1:
             raise UserError(f"{flag} {value!r} must be a whole number >= 1")
+        if value is not None and value > LIMITS[flag]:
+            raise UserError(f"{flag} {value:,} is above the limit of {LIMITS[flag]:,}")
     if trials is not None and brackets is not None:
         raise UserError(f"--trials {trials} and --brackets {brackets}: give one or the other")
     if objective == "deadline" and (deadline is None or not deadline > 0):
