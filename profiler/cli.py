@@ -47,6 +47,9 @@ def profile(gpus, workload, config, warmup, epochs, steps, repeats, launcher, gp
     nasalloc profile --gpus 1,2 --device cpu --workload digits --epochs 2
     nasalloc profile --gpus 1,2,4,8,0.5,0.25 --device cuda --workload resnet --data-dir DIR
     """
+    from nasalloc.extras import require_torch
+
+    require_torch("profile")
     from .launch import get_launcher
     from .request import prepare
     from .run import ProfileFailed, run_profile

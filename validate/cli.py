@@ -46,6 +46,9 @@ INVOCATION = "validation.json"
 @quiet_option
 def validate(plan_path, algorithms, which, executor_name, out, resume, time_limit, device, grace, quiet):
     """Run the plan's best and worst splits for real with the same schedulers; report predicted vs measured."""
+    from nasalloc.extras import require_torch
+
+    require_torch("validate")
     from .plan import Plan
 
     if time_limit is not None and not time_limit > 0:
