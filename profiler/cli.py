@@ -54,11 +54,12 @@ def profile(gpus, workload, config, warmup, epochs, steps, repeats, launcher, gp
     from .request import prepare
     from .run import ProfileFailed, run_profile
 
-    echo = (lambda line: None) if quiet else (lambda line: click.echo(line))
-    chosen_launcher = get_launcher(launcher, gpus_per_node)
-    if workload is None:
-        from nasalloc.workloads.distributed import resolve_device
+    from nasalloc.workloads.distributed import resolve_device
 
+    echo = (lambda line: None) if quiet else (lambda line: click.echo(line))
+    # the resolved device: on CPU an allocation without GPUs lends its cores as slots
+    chosen_launcher = get_launcher(launcher, gpus_per_node, device=resolve_device(device))
+    if workload is None:
         workload = "resnet" if resolve_device(device) == "cuda" else "digits"
     request = prepare(gpus=gpus, workload=workload, config=config, warmup=warmup, epochs=epochs, steps=steps,
                       repeats=repeats, launcher=chosen_launcher, device=device, data_dir=data_dir, out=out,

@@ -22,7 +22,7 @@ get ``OMP_NUM_THREADS=1``.
 
 Launchers are found by name (:func:`get_launcher`): ``local`` is here; ``slurm`` lives in
 ``nasalloc.profiler.slurm`` as ``SlurmLauncher`` with the same interface (a class with
-``from_environment(gpus_per_node)`` and ``detected()``); ``auto`` picks slurm inside an
+``from_environment(gpus_per_node, device=None)`` and ``detected()``); ``auto`` picks slurm inside an
 allocation. :class:`ProcessJob` is the RunningJob for any set of local processes (one per rank
 here, one ``srun`` per job under SLURM), so other launchers reuse its watching and killing.
 """
@@ -326,7 +326,7 @@ class LocalLauncher(Launcher):
         self.gpus_per_node = gpus_per_node
 
     @classmethod
-    def from_environment(cls, gpus_per_node: Optional[int] = None) -> "LocalLauncher":
+    def from_environment(cls, gpus_per_node: Optional[int] = None, device: Optional[str] = None) -> "LocalLauncher":
         return cls(gpus_per_node)
 
     @staticmethod
@@ -440,8 +440,9 @@ def _launcher_class(name: str):
     return getattr(module, f"{name.capitalize()}Launcher")
 
 
-def get_launcher(name: str, gpus_per_node: Optional[int] = None) -> Launcher:
-    """The launcher called ``name`` (auto|local|slurm), ready to run here, or a UserError."""
+def get_launcher(name: str, gpus_per_node: Optional[int] = None, device: Optional[str] = None) -> Launcher:
+    """The launcher called ``name`` (auto|local|slurm), ready to run here, or a UserError;
+    ``device`` "cpu" lets the slurm launcher use an allocation without GPUs (cores as slots)."""
     if name not in LAUNCHERS:
         raise UserError(f"launcher {name!r} is not one of {', '.join(LAUNCHERS)}")
     if gpus_per_node is not None and gpus_per_node < 1:
@@ -455,7 +456,7 @@ def get_launcher(name: str, gpus_per_node: Optional[int] = None) -> Launcher:
             except UserError:
                 pass  # no SLURM support installed: stay local
     try:
-        return _launcher_class(name).from_environment(gpus_per_node)
+        return _launcher_class(name).from_environment(gpus_per_node, device=device)
     except UserError as err:
         raise UserError(f"launcher {name!r}: {err}") from None
 

@@ -68,7 +68,7 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
     from nasalloc.workloads.registry import load_workload
 
     load_workload(plan.workload)  # the workload must load
-    predictions = [predict(plan, choice) for choice in chosen]  # and the profile give a time model
+    plan.time_model()  # and the profile give a time model
 
     from nasalloc.workloads.distributed import resolve_device
 
@@ -76,9 +76,12 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
 
     device = resolve_device(device)
     executor = make_executor(executor_name, device=device, gpus_per_node=plan.gpus_per_node)
-    if hasattr(executor, "check_budget"):
-        executor.check_budget(plan.budget)
     try:
+        if hasattr(executor, "check_budget"):
+            executor.check_budget(plan.budget)
+        # the plan's placement, or one that fits this allocation (or a message saying how to plan one)
+        gpus_per_node, placement_note = executor.fit_plan(plan, [c.gpus_per_trial for c in chosen])
+        predictions = [predict(plan, choice, gpus_per_node) for choice in chosen]
         lock.acquire()  # held until this process ends: one run writes a results folder at a time
         _check_out(out, plan_path, algorithms, which, resume)  # again, now that no other run can start
     except BaseException:
@@ -86,13 +89,13 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
         raise
     try:
         _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
-                    resume, time_limit, grace, quiet)
+                    resume, time_limit, grace, quiet, gpus_per_node, placement_note)
     finally:
         lock.release()
 
 
 def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
-                resume, time_limit, grace, quiet) -> None:
+                resume, time_limit, grace, quiet, gpus_per_node, placement_note) -> None:
     """The run itself, once every input is checked and this process holds ``out``."""
     from .runner import Runner, SplitTask, Stopper
 
@@ -104,12 +107,14 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
     say = (lambda text: None) if quiet else click.echo
     say(f"validating {len(chosen)} split(s) of {plan.path} on {device} ({executor_name} executor): "
         + ", ".join(f"{c.algorithm} {c.which} g={c.gpus_per_trial:g}" for c in chosen))
+    if placement_note:
+        click.echo(f"note: {placement_note}", err=True)
     results = []
     try:
         for choice, predicted in zip(chosen, predictions):
             task = SplitTask(algorithm=choice.algorithm, gpus_per_trial=choice.gpus_per_trial, budget=plan.budget,
                              workload=plan.workload, make_scheduler=plan.scheduler_factory(choice.algorithm),
-                             max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=plan.gpus_per_node,
+                             max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=gpus_per_node,
                              predicted_makespan_s=predicted.makespan_s, metric_name=plan.metric_name, mode=plan.mode)
             runner = Runner(task, executor, out / task.dirname, device=device, stopper=stopper, quiet=quiet,
                             grace_s=grace)
@@ -137,12 +142,13 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
         sys.exit(stopper.exit_code)
 
 
-def predict(plan, choice):
-    """The simulation of this split with the plan's seed (the run's direct prediction)."""
+def predict(plan, choice, gpus_per_node=None):
+    """The simulation of this split with the plan's seed (the run's direct prediction), placed on
+    nodes of ``gpus_per_node`` GPUs (default: the plan's)."""
     from nasalloc.simulator.cluster import make_split
     from nasalloc.simulator.engine import simulate
 
-    split = make_split(plan.budget, plan.gpus_per_node, choice.gpus_per_trial)
+    split = make_split(plan.budget, gpus_per_node or plan.gpus_per_node, choice.gpus_per_trial)
     seed = plan.seed(choice.algorithm)
     return simulate(plan.scheduler_factory(choice.algorithm)(), split, plan.time_model(), plan.table(),
                     seed=seed, algorithm=choice.algorithm, record_events=False)
