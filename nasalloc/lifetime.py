@@ -73,6 +73,17 @@ def end_with_parent(launcher_pid: Optional[int] = None, sig: int = signal.SIGKIL
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
+def parent_death_prefix(signal_name: str = "TERM") -> list:
+    """Words to put before a non-Python command (srun) so it gets ``signal_name`` when its parent
+    dies: util-linux ``setpriv --pdeathsig`` (which then execs the command, same PID); empty
+    where setpriv is missing. srun on SIGTERM cancels its step, so no step outlives the runner."""
+    import shutil
+
+    if sys.platform.startswith("linux") and shutil.which("setpriv"):
+        return ["setpriv", "--pdeathsig", signal_name, "--"]
+    return []
+
+
 def launcher_pid_from(environ, name: str = PARENT_PID_ENV) -> Optional[int]:
     """The launcher PID an environment variable holds, or None (absent or not a number)."""
     value = str(environ.get(name) or "").strip()

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from nasalloc.errors import UserError
+from nasalloc.lifetime import parent_death_prefix
 from nasalloc.workloads.distributed import free_port
 
 from .launch import LAUNCH_TIME_ENV, Capacity, DDPJob, Launcher, ProcessJob, job_log_dir, tail
@@ -326,8 +327,10 @@ class SlurmLauncher(Launcher):
         with open(srun_log, "wb") as handle:
             # its own session: a signal for the runner (Ctrl-C, the allocation's SIGTERM)
             # must not reach srun, which would cancel the step at once
-            process = subprocess.Popen(srun_argv(request), env=env, stdin=subprocess.DEVNULL, stdout=handle,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            # and SIGTERM when the runner dies, however it dies: srun then cancels the step
+            process = subprocess.Popen(parent_death_prefix("TERM") + srun_argv(request), env=env,
+                                       stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
         return StepJob(job.name, step_name, self.allocation.job_id, hosts, process, srun_log,
                        [log_dir / f"rank{r}.log" for r in range(job.ranks)], cleanup_dir=cleanup)
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,37 +17,18 @@ from .test_faults import _alive, _events, _wait_for
 
 pytestmark = pytest.mark.slow
 
-# digits whose every epoch takes 60 s more: the ranks are mid-epoch for a minute after their
-# first report, as with a real model (the runner is only heard from between epochs)
-SLOW_WORKLOAD = '''
-import time
-from nasalloc.workloads.digits import DigitsWorkload
-
-class SlowDigits(DigitsWorkload):
-    def make_trainer(self, config, seed, device="cpu"):
-        trainer = super().make_trainer(config, seed, device)
-        train_epoch = trainer.train_epoch
-        def slow_epoch():
-            result = train_epoch()
-            if result.epoch >= 2:
-                time.sleep(60)
-            return result
-        trainer.train_epoch = slow_epoch
-        return trainer
-
-def make():
-    return SlowDigits()
-'''
+# digits whose epochs after the first take a minute (tests/workloads/slow_digits.py): the ranks
+# are mid-epoch for a minute after their first report, as with a real model
+SLOW_DIGITS_DIR = Path(__file__).resolve().parents[1] / "workloads"
 
 
 def test_ranks_end_within_seconds_of_a_sigkilled_runner(closed_loop_plan, tmp_path):
-    (tmp_path / "slow_digits.py").write_text(SLOW_WORKLOAD)
     plan = json.loads(closed_loop_plan.read_text())
     plan["workload"] = "slow_digits:make"
     plan_path = tmp_path / "plan.json"
     plan_path.write_text(json.dumps(plan))
     out = tmp_path / "validate"
-    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(SLOW_DIGITS_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", "nasalloc", "validate", "--plan", str(plan_path), "--out",
                              str(out), "--device", "cpu", "--algorithms", "hyperband", "--which", "2"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
