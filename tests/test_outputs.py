@@ -146,3 +146,19 @@ def test_a_second_simulate_on_a_folder_in_use_is_refused_with_the_pid(tmp_path):
     finally:
         first.kill()
         first.communicate()
+
+
+def test_a_profile_whose_file_another_run_writes_is_refused_with_the_pid(tmp_path):
+    out = tmp_path / "profile.json"
+    holder = _hold(tmp_path / ".profile.json.lock")  # where a running profile holds its lock
+    try:
+        result = subprocess.run([sys.executable, "-m", "nasalloc", "profile", "--gpus", "1", "--device", "cpu",
+                                 "--workload", "digits", "--launcher", "local", "--out", str(out)],
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert str(out) in lines[0] and f"PID {holder.pid}" in lines[0]
+    assert not out.exists()
