@@ -82,9 +82,10 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
         # the plan's placement, or one that fits this allocation (or a message saying how to plan one)
         gpus_per_node, placement_note = executor.fit_plan(plan, [c.gpus_per_trial for c in chosen])
         predictions = [predict(plan, choice, gpus_per_node) for choice in chosen]
-        lock.acquire()  # held until this process ends: one run writes a results folder at a time
+        lock.acquire()  # held for the run: one run writes a results folder at a time
         _check_out(out, plan_path, algorithms, which, resume)  # again, now that no other run can start
     except BaseException:
+        lock.release()
         executor.close()
         raise
     try:
