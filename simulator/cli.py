@@ -67,12 +67,12 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
                          gpus_per_trial=gpus_per_trial, gpus_per_node=gpus_per_node, max_epochs=max_epochs,
                          min_epochs=min_epochs, eta=eta, trials=trials, brackets=brackets, semantics=semantics,
                          seeds=seeds, seed=seed, objective=objective, deadline=deadline, out=out, jobs=jobs)
-    from nasalloc.io import folder_lock
-
-    lock = folder_lock(out).acquire()  # one sweep writes a folder at a time; the kernel drops it when we end
     say = (lambda *a, **k: None) if quiet else (lambda text: click.echo(text, err=True))
     for note in plan_input.notes:
         say(f"note: {note}")
+    from nasalloc.io import folder_lock
+
+    lock = folder_lock(out).acquire()  # one sweep writes a folder at a time; the kernel drops it when we end
     spec = plan_input.spec
     say(f"simulating {len(spec.runs())} runs: {', '.join(spec.algorithms)} x {len(spec.splits)} splits "
         f"({', '.join(split_tick(g) for g in spec.splits)}) x {len(spec.seeds)} seeds on {spec.budget} GPUs, "
