@@ -182,4 +182,3 @@ def test_with_no_files_it_runs_on_the_embedded_profile_and_curves(tmp_path, caps
     plan = json.loads((out / "plan.json").read_text())
     assert plan["profile"]["embedded"] and plan["workload"] == "digits" and plan["gpus_per_node"] == 4
     assert plan["splits"] == [1, 2, 4, 8]  # no co-location data: no fractional splits by default
-
