@@ -150,3 +150,133 @@ def read_json(path: Path, what: str = "file") -> Any:
 def write_lines(path: Path, rows: Iterable[dict]) -> None:
     """Write JSON lines atomically (a whole file at once, e.g. a simulation's event records)."""
     atomic_write_text(path, "".join(json.dumps(r, default=_json_default, separators=(",", ":")) + "\n" for r in rows))
+
+
+# -- output locations --------------------------------------------------------------------------
+def check_writable(path, flag: str = "--out", folder: bool = True) -> Path:
+    """Raise a one-line UserError unless ``path`` can be created (or already is) and written.
+
+    ``folder``: ``path`` is a folder the run writes into; else it is a file whose folder must be
+    writable. Nothing is created: the nearest existing ancestor must be a writable folder (or,
+    for an existing target, the target itself). Run this before anything else runs.
+    """
+    path = Path(path)
+    target = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise UserError(f"{flag} {path} is a folder, not a file")
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} exists and is not a folder")
+    probe = Path(os.path.abspath(target))
+    while not probe.exists():
+        if probe.is_symlink():
+            raise UserError(f"{flag} {path}: {probe} is a broken link")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{flag} {path} cannot be created: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if _read_only(probe) else "is not writable"
+        if probe == Path(os.path.abspath(target)):
+            raise UserError(f"{flag} {path}: {probe} {why}")
+        raise UserError(f"{flag} {path} cannot be created: {probe} {why}")
+    return path
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+LOCK_NAME = ".nasalloc.lock"
+
+
+class OutputLock:
+    """An exclusive ``flock`` on a lock file: one run writes an output at a time.
+
+    The kernel releases it when the holding process ends, however it ends (SIGKILL too), so a
+    killed run never leaves a stale lock. The holder's PID is written into the file for the
+    message a second run gets. The file descriptor is not inherited by programs the run
+    executes (Python's default); forked pool workers share it and end with the run.
+    """
+
+    def __init__(self, lock_path: Path, what: str):
+        self.path = Path(lock_path)
+        self.what = what
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> "OutputLock":
+        """Create the lock file if needed and take the lock, or raise a UserError naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_umask())
+            try:
+                self._take(fd)
+                same = _same_file(fd, self.path)
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                break
+            os.close(fd)  # a holder removed (or replaced) the file as we took it: take the new one
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+        return self
+
+    def refuse_if_held(self) -> None:
+        """Raise the UserError :meth:`acquire` would raise if a run holds the lock now; creates
+        nothing (a check to make before the inputs are checked and anything is written)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return  # no lock file: no run holds it
+        try:
+            self._take(fd)
+        finally:
+            os.close(fd)  # drops the lock if it was free and taken just now
+
+    def _take(self, fd: int) -> None:
+        import fcntl
+
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            pid = f"PID {holder}" if holder.isdigit() else "another process"
+            raise UserError(f"{self.what} is in use by another nasalloc run ({pid}); "
+                            f"wait for it to end or choose another --out") from None
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it, so no one takes a removed file) and
+        drop the lock. A run that is killed leaves the file, unlocked: harmless."""
+        if self._fd is not None:
+            if _same_file(self._fd, self.path):
+                self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def folder_lock(folder: Path) -> OutputLock:
+    """The lock of results folder ``folder`` (``.nasalloc.lock`` in it); not taken yet."""
+    return OutputLock(Path(folder) / LOCK_NAME, str(folder))
+
+
+def file_output_lock(path: Path) -> OutputLock:
+    """The lock of an output file (``.NAME.lock`` beside it); not taken yet."""
+    path = Path(path)
+    return OutputLock(path.parent / f".{path.name}.lock", str(path))

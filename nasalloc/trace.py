@@ -148,7 +148,10 @@ def read_trace(path) -> "pd.DataFrame":
     if not path.is_file():
         raise UserError(f"trace not found: {where}")
     text = _read_text(path)
-    if text and not text.endswith("\n"):
+    if text.lstrip()[:1] in ("{", "["):
+        raise UserError(f"trace {where} is a JSON file, not a CSV trace (a trace is the trace.csv nasalloc "
+                        f"validate writes, or the CSV of docs/formats.md)")
+    if text and not text.endswith("\n") and "\n" in text:
         text = text[: text.rfind("\n") + 1]  # the row a killed writer was writing
     if not text.strip():
         raise UserError(f"trace {where} is empty")
@@ -184,9 +187,11 @@ def validate_trace(frame, where: str = "trace"):
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = values.isna() & (frame[column].notna() | (not allow_empty))
         bad |= np.isinf(values)
-        if column in ("epoch_seconds", "gpus_per_trial"):
-            bad |= values < 0
-        _fail_on(bad, frame[column], where, column, "a finite number" + ("" if not allow_empty else " or empty"))
+        positive = column in ("epoch_seconds", "gpus_per_trial")  # measured seconds, GPUs: never <= 0
+        if positive:
+            bad |= values <= 0
+        _fail_on(bad, frame[column], where, column,
+                 "a finite number" + (" > 0" if positive else "") + ("" if not allow_empty else " or empty"))
         frame[column] = values.astype("float64")
     modes = frame["mode"].astype(str)
     _fail_on(~modes.isin(MODES), frame["mode"], where, "mode", "'max' or 'min'")

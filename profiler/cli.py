@@ -47,36 +47,43 @@ def profile(gpus, workload, config, warmup, epochs, steps, repeats, launcher, gp
     nasalloc profile --gpus 1,2 --device cpu --workload digits --epochs 2
     nasalloc profile --gpus 1,2,4,8,0.5,0.25 --device cuda --workload resnet --data-dir DIR
     """
+    from nasalloc.extras import require_torch
+
+    require_torch("profile")
     from .launch import get_launcher
     from .request import prepare
     from .run import ProfileFailed, run_profile
 
-    echo = (lambda line: None) if quiet else (lambda line: click.echo(line))
-    chosen_launcher = get_launcher(launcher, gpus_per_node)
-    if workload is None:
-        from nasalloc.workloads.distributed import resolve_device
+    from nasalloc.workloads.distributed import resolve_device
 
+    echo = (lambda line: None) if quiet else (lambda line: click.echo(line))
+    # the resolved device: on CPU an allocation without GPUs lends its cores as slots
+    chosen_launcher = get_launcher(launcher, gpus_per_node, device=resolve_device(device))
+    if workload is None:
         workload = "resnet" if resolve_device(device) == "cuda" else "digits"
     request = prepare(gpus=gpus, workload=workload, config=config, warmup=warmup, epochs=epochs, steps=steps,
                       repeats=repeats, launcher=chosen_launcher, device=device, data_dir=data_dir, out=out,
                       seed=seed, gpus_per_node=gpus_per_node, timeout_s=timeout_s,
                       command=_command_line(click.get_current_context()))
-    echo(f"profiling {workload} on {request.device} with the {chosen_launcher.name} launcher: g = "
-         + ", ".join(f"{g:g}" for g in request.gpus)
-         + f" ({request.warmup} warm-up + {request.epochs} measured epoch(s), {request.repeats} repeat(s))")
-    try:
-        result = run_profile(request, echo)
-    except ProfileFailed as err:
-        click.echo(f"nasalloc profile: error: {err}", err=True)
-        sys.exit(1)
-    from .plot import plot_profile
-    from .summary import format_summary
+    from nasalloc.io import file_output_lock
 
-    plot = plot_profile(result, request.plot_path)
-    click.echo(format_summary(result))
-    measured = len({m["gpus"] for m in result["measurements"]})
-    click.echo(f"profiled {measured} GPU count(s), skipped {len(result['skipped'])} in {result['elapsed_s']:.1f} s: "
-               f"wrote {request.out} and {plot}")
+    with file_output_lock(request.out):  # one run writes a profile at a time
+        echo(f"profiling {workload} on {request.device} with the {chosen_launcher.name} launcher: g = "
+             + ", ".join(f"{g:g}" for g in request.gpus)
+             + f" ({request.warmup} warm-up + {request.epochs} measured epoch(s), {request.repeats} repeat(s))")
+        try:
+            result = run_profile(request, echo)
+        except ProfileFailed as err:
+            click.echo(f"nasalloc profile: error: {err}", err=True)
+            sys.exit(1)
+        from .plot import plot_profile
+        from .summary import format_summary
+
+        plot = plot_profile(result, request.plot_path)
+        click.echo(format_summary(result))
+        measured = len({m["gpus"] for m in result["measurements"]})
+        click.echo(f"profiled {measured} GPU count(s), skipped {len(result['skipped'])} in {result['elapsed_s']:.1f} s: "
+                   f"wrote {request.out} and {plot}")
 
 
 def _command_line(ctx: click.Context) -> str:

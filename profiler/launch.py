@@ -22,7 +22,7 @@ get ``OMP_NUM_THREADS=1``.
 
 Launchers are found by name (:func:`get_launcher`): ``local`` is here; ``slurm`` lives in
 ``nasalloc.profiler.slurm`` as ``SlurmLauncher`` with the same interface (a class with
-``from_environment(gpus_per_node)`` and ``detected()``); ``auto`` picks slurm inside an
+``from_environment(gpus_per_node, device=None)`` and ``detected()``); ``auto`` picks slurm inside an
 allocation. :class:`ProcessJob` is the RunningJob for any set of local processes (one per rank
 here, one ``srun`` per job under SLURM), so other launchers reuse its watching and killing.
 """
@@ -46,13 +46,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nasalloc.errors import UserError
+from nasalloc.lifetime import PARENT_PID_ENV
 from nasalloc.workloads.distributed import free_port
 
 DEVICES = ("cpu", "cuda")
 LAUNCHERS = ("auto", "local", "slurm")
 LAUNCH_TIME_ENV = "NASALLOC_LAUNCH_TIME"
-#: pid of the process that started the ranks (a rank can tell it was orphaned)
-PARENT_PID_ENV = "NASALLOC_PARENT_PID"
 #: how long terminate() waits after SIGTERM before SIGKILL
 TERMINATE_GRACE_S = 5.0
 
@@ -327,7 +326,7 @@ class LocalLauncher(Launcher):
         self.gpus_per_node = gpus_per_node
 
     @classmethod
-    def from_environment(cls, gpus_per_node: Optional[int] = None) -> "LocalLauncher":
+    def from_environment(cls, gpus_per_node: Optional[int] = None, device: Optional[str] = None) -> "LocalLauncher":
         return cls(gpus_per_node)
 
     @staticmethod
@@ -441,8 +440,9 @@ def _launcher_class(name: str):
     return getattr(module, f"{name.capitalize()}Launcher")
 
 
-def get_launcher(name: str, gpus_per_node: Optional[int] = None) -> Launcher:
-    """The launcher called ``name`` (auto|local|slurm), ready to run here, or a UserError."""
+def get_launcher(name: str, gpus_per_node: Optional[int] = None, device: Optional[str] = None) -> Launcher:
+    """The launcher called ``name`` (auto|local|slurm), ready to run here, or a UserError;
+    ``device`` "cpu" lets the slurm launcher use an allocation without GPUs (cores as slots)."""
     if name not in LAUNCHERS:
         raise UserError(f"launcher {name!r} is not one of {', '.join(LAUNCHERS)}")
     if gpus_per_node is not None and gpus_per_node < 1:
@@ -456,7 +456,7 @@ def get_launcher(name: str, gpus_per_node: Optional[int] = None) -> Launcher:
             except UserError:
                 pass  # no SLURM support installed: stay local
     try:
-        return _launcher_class(name).from_environment(gpus_per_node)
+        return _launcher_class(name).from_environment(gpus_per_node, device=device)
     except UserError as err:
         raise UserError(f"launcher {name!r}: {err}") from None
 

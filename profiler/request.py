@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from nasalloc.errors import UserError
+from nasalloc.io import check_writable, file_output_lock
 
 from .launch import DDPJob, Launcher
 
@@ -115,6 +116,8 @@ def prepare(*, gpus: str, workload: str, config: Optional[str], warmup: int, epo
         raise UserError(f"--out {out!r} is a folder; give the profile's file name (e.g. results/profile.json)")
     if out_path.suffix != ".json":
         raise UserError(f"--out {out!r} must end in .json")
+    check_writable(out_path, "--out", folder=False)
+    file_output_lock(out_path).refuse_if_held()
     options = {}
     if data_dir is not None:
         if not Path(data_dir).is_dir():

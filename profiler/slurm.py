@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from nasalloc.errors import UserError
+from nasalloc.lifetime import parent_death_prefix
 from nasalloc.workloads.distributed import free_port
 
 from .launch import LAUNCH_TIME_ENV, Capacity, DDPJob, Launcher, ProcessJob, job_log_dir, tail
@@ -246,18 +247,23 @@ class SlurmLauncher(Launcher):
         self.gpus_per_node = gpus_per_node or allocation.gpus_per_node
         if self.gpus_per_node > allocation.gpus_per_node:
             raise UserError(f"--gpus-per-node {self.gpus_per_node} but SLURM job {allocation.job_id} holds "
-                            f"{allocation.gpus_per_node} GPU(s) per node")
-        # CPUs for each rank: the node's share per GPU (data loading), at least one
+                            f"{allocation.gpus_per_node} GPU(s) per node: pass --gpus-per-node "
+                            f"{allocation.gpus_per_node} (or fewer), or submit with --gpus-per-node={self.gpus_per_node}")
+        # CPUs for each rank: the node's share per GPU (data loading), at least one (a slot is
+        # one core where the job has no GPUs: see Allocation.cpu_slots)
         self.cpus_per_task = cpus_per_task or max(1, min(allocation.cpus_per_node) // self.gpus_per_node)
         self.immediate_s = int(immediate_s)
         self._counter = itertools.count(1)
         self._ports = random.Random(f"{allocation.job_id}-{os.getpid()}")
 
     @classmethod
-    def from_environment(cls, gpus_per_node: Optional[int] = None, **options) -> "SlurmLauncher":
+    def from_environment(cls, gpus_per_node: Optional[int] = None, device: Optional[str] = None,
+                         **options) -> "SlurmLauncher":
+        """The launcher of this allocation; ``device`` "cpu" accepts a job without GPUs (its
+        CPU cores are the slots)."""
         if shutil.which("srun") is None:
             raise UserError("the slurm launcher needs srun on PATH")
-        return cls(detect_allocation(), gpus_per_node, **options)
+        return cls(detect_allocation(device=device), gpus_per_node, **options)
 
     @staticmethod
     def detected() -> bool:
@@ -307,10 +313,11 @@ class SlurmLauncher(Launcher):
         log_dir, cleanup = job_log_dir(job)
         step_name = f"nasalloc-{job.name}-{next(self._counter)}"
         shared = gpu_index is not None
-        wrapper = ["--gpu-index", str(gpu_index)] if shared else []
+        cpu_slots = self.allocation.cpu_slots  # no GPUs to ask for or to narrow
+        wrapper = ["--gpu-index", str(gpu_index)] if shared and not cpu_slots else []
         request = StepRequest(
             hosts=tuple(hosts), tasks_per_node=tasks_per_node, cpus_per_task=self.cpus_per_task,
-            gpus_per_node=self.gpus_per_node if shared else tasks_per_node,
+            gpus_per_node=0 if cpu_slots else self.gpus_per_node if shared else tasks_per_node,
             command=(job.python, "-m", TASK_MODULE, *wrapper, job.module, *map(str, job.args)),
             name=step_name, immediate_s=self.immediate_s, output=str(log_dir / "rank%t.log"), overlap=shared)
         launch_time = time.time()
@@ -320,8 +327,10 @@ class SlurmLauncher(Launcher):
         with open(srun_log, "wb") as handle:
             # its own session: a signal for the runner (Ctrl-C, the allocation's SIGTERM)
             # must not reach srun, which would cancel the step at once
-            process = subprocess.Popen(srun_argv(request), env=env, stdin=subprocess.DEVNULL, stdout=handle,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            # and SIGTERM when the runner dies, however it dies: srun then cancels the step
+            process = subprocess.Popen(parent_death_prefix("TERM") + srun_argv(request), env=env,
+                                       stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
         return StepJob(job.name, step_name, self.allocation.job_id, hosts, process, srun_log,
                        [log_dir / f"rank{r}.log" for r in range(job.ranks)], cleanup_dir=cleanup)
 

@@ -85,6 +85,9 @@ class Allocation:
     cpus_per_node: tuple          # per host, same order as ``hosts``
     step_id: Optional[str] = None  # set when this process itself runs inside a job step
     sources: dict = field(default_factory=dict, compare=False)  # what -> variable it came from
+    #: an allocation without GPUs used with --device cpu: each CPU core is a slot ("GPU"), as
+    #: the local executor does; steps then ask for no GPUs
+    cpu_slots: bool = False
 
     @property
     def nodes(self) -> int:
@@ -98,7 +101,8 @@ class Allocation:
         """What a profile or a validation run records about where it ran."""
         return {"scheduler": "slurm", "job_id": self.job_id, "hosts": list(self.hosts),
                 "nodes": self.nodes, "gpus_per_node": self.gpus_per_node,
-                "cpus_per_node": list(self.cpus_per_node), "sources": dict(self.sources)}
+                "cpus_per_node": list(self.cpus_per_node), "sources": dict(self.sources),
+                **({"slots": "CPU cores (no GPUs in the job, --device cpu)"} if self.cpu_slots else {})}
 
 
 def _first(env: Mapping[str, str], names: Sequence[str]) -> tuple[Optional[str], Optional[str]]:
@@ -134,10 +138,11 @@ def _lookup(env: Mapping[str, str], table: tuple, in_step: bool, nodes: int):
     return None, None
 
 
-def allocation_from_env(env: Mapping[str, str], hosts: Sequence[str]) -> Allocation:
+def allocation_from_env(env: Mapping[str, str], hosts: Sequence[str], device: Optional[str] = None) -> Allocation:
     """The :class:`Allocation` described by ``env``, with ``hosts`` the expanded node list.
 
-    Pure: :func:`detect_allocation` supplies ``hosts`` from ``scontrol show hostnames``.
+    A job without GPUs is refused unless ``device`` is "cpu": then its CPU cores are the slots
+    (``cpu_slots``). Pure: :func:`detect_allocation` supplies ``hosts`` from ``scontrol show hostnames``.
     """
     sources: dict = {}
     name, job_id = _first(env, JOB_ID_VARIABLES)
@@ -156,11 +161,11 @@ def allocation_from_env(env: Mapping[str, str], hosts: Sequence[str]) -> Allocat
     in_step = step_name is not None
 
     gpu_name, gpus = _lookup(env, GPU_VARIABLES, in_step, len(hosts))
-    if gpu_name is None:
+    if gpu_name is None and device != "cpu":
         raise UserError(f"SLURM job {job_id} holds no GPUs (none of "
-                        f"{', '.join(v[0] for v in GPU_VARIABLES)} is set); "
-                        "submit with --gpus-per-node=N")
-    sources["gpus_per_node"] = gpu_name
+                        f"{', '.join(v[0] for v in GPU_VARIABLES)} is set): submit with --gpus-per-node=N, "
+                        f"or pass --device cpu to use its CPU cores as slots, or run here with --executor local "
+                        f"(validate) / --launcher local (profile)")
 
     cpu_name, cpus = _lookup(env, CPU_VARIABLES, in_step, len(hosts))
     if cpu_name is None:
@@ -172,7 +177,14 @@ def allocation_from_env(env: Mapping[str, str], hosts: Sequence[str]) -> Allocat
             raise UserError(f"{cpu_name} lists {len(cpus)} nodes but the job has {len(hosts)}")
         cpus = [cpus[0]] * len(hosts)
     sources["cpus_per_node"] = cpu_name
+    cpu_slots = gpu_name is None
+    if cpu_slots:  # --device cpu without GPUs: one slot per core of the smallest node
+        gpus = min(cpus)
+        sources["gpus_per_node"] = f"{cpu_name} (CPU cores as slots)"
+    else:
+        sources["gpus_per_node"] = gpu_name
     return Allocation(job_id=job_id, hosts=hosts, gpus_per_node=int(gpus), cpus_per_node=tuple(cpus),
+                      cpu_slots=cpu_slots,
                       step_id=step_id, sources=sources)
 
 
@@ -194,8 +206,9 @@ def expand_hostlist(nodelist: str, timeout_s: float = SCONTROL_TIMEOUT_S,
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
-def detect_allocation(env: Optional[Mapping[str, str]] = None) -> Allocation:
-    """The allocation this process runs in (reads ``os.environ`` by default)."""
+def detect_allocation(env: Optional[Mapping[str, str]] = None, device: Optional[str] = None) -> Allocation:
+    """The allocation this process runs in (reads ``os.environ`` by default); ``device`` "cpu"
+    accepts one without GPUs (CPU cores as slots)."""
     import os
 
     env = os.environ if env is None else env
@@ -204,4 +217,4 @@ def detect_allocation(env: Optional[Mapping[str, str]] = None) -> Allocation:
     _, nodelist = _first(env, NODELIST_VARIABLES)
     if nodelist is None:
         raise UserError("SLURM_JOB_ID is set but SLURM_JOB_NODELIST is not; is this a SLURM job?")
-    return allocation_from_env(env, expand_hostlist(nodelist))
+    return allocation_from_env(env, expand_hostlist(nodelist), device)

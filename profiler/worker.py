@@ -31,7 +31,7 @@ from pathlib import Path
 
 from nasalloc.io import atomic_write_json
 
-from .launch import LAUNCH_TIME_ENV, PARENT_PID_ENV
+from .launch import LAUNCH_TIME_ENV
 
 GROUP_TIMEOUT_S = 900.0
 #: printed by every rank once its measurement is complete, before tearing the group down
@@ -207,32 +207,11 @@ def measure(args: argparse.Namespace) -> tuple:
     }
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def exit_when_orphaned(interval_s: float = 1.0) -> None:
+def exit_when_orphaned() -> None:
     """End this rank if the launcher that started it dies (its siblings would hang otherwise)."""
-    import threading
+    from nasalloc.lifetime import end_with_parent, launcher_pid_from
 
-    parent = os.getppid()
-    launcher = int(os.environ.get(PARENT_PID_ENV) or 0)
-    if launcher and launcher != parent and not _alive(launcher):
-        os._exit(70)  # the launcher died before this rank got here (else: started by another)
-
-    def watch() -> None:
-        while True:
-            time.sleep(interval_s)
-            if os.getppid() != parent:
-                os._exit(70)
-
-    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+    end_with_parent(launcher_pid_from(os.environ))
 
 
 def main(argv=None) -> int:

@@ -27,6 +27,8 @@ import click
 from nasalloc.options import out_option, quiet_option, seed_option
 from nasalloc.errors import UserError
 
+from .labels import duration, split_tick
+
 @click.command("simulate")
 @click.option("--budget", type=int, required=True, help="GPUs of the whole search (e.g. 64).")
 @click.option("--profile", "profile_path", type=str, default=None,
@@ -72,20 +74,26 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
     say = (lambda *a, **k: None) if quiet else (lambda text: click.echo(text, err=True))
     for note in plan_input.notes:
         say(f"note: {note}")
+    from nasalloc.io import folder_lock
+
+    lock = folder_lock(out).acquire()  # one sweep writes a folder at a time; the kernel drops it when we end
     spec = plan_input.spec
     say(f"simulating {len(spec.runs())} runs: {', '.join(spec.algorithms)} x {len(spec.splits)} splits "
-        f"({', '.join(_label(g) for g in spec.splits)}) x {len(spec.seeds)} seeds on {spec.budget} GPUs, "
+        f"({', '.join(split_tick(g) for g in spec.splits)}) x {len(spec.seeds)} seeds on {spec.budget} GPUs, "
         f"{spec.gpus_per_node} per node, {plan_input.jobs} process(es)")
 
     from .report import summary_table, write_report
     from .sweep import run_sweep
 
-    progress = None if quiet else _Progress()
-    sweep = run_sweep(spec, plan_input.time_model, plan_input.table, plan_input.table.space, out,
-                      jobs=plan_input.jobs, progress=progress)
-    if progress:
-        progress.close()
-    plan = write_report(out, spec, sweep, plan_input.profile, plan_input.table, objective, plan_input.notes)
+    try:
+        progress = None if quiet else _Progress()
+        sweep = run_sweep(spec, plan_input.time_model, plan_input.table, plan_input.table.space, out,
+                          jobs=plan_input.jobs, progress=progress)
+        if progress:
+            progress.close()
+        plan = write_report(out, spec, sweep, plan_input.profile, plan_input.table, objective, plan_input.notes)
+    finally:
+        lock.release()
     click.echo(summary_table(plan))
     click.echo(plan_input.source_line)
     elapsed = time.perf_counter() - began
@@ -107,10 +115,6 @@ def _one_line_errors(function):
     return wrapped
 
 
-def _label(g: float) -> str:
-    return f"1/{round(1 / g)}" if g < 1 else str(int(g))
-
-
 class _Progress:
     """A bar on a terminal, else one line per finished run (on stderr)."""
 
@@ -120,8 +124,8 @@ class _Progress:
 
     def __call__(self, done: int, total: int, row: dict) -> None:
         elapsed = time.perf_counter() - self.began
-        what = (f"{row['algorithm']} {_label(float(row['gpus_per_trial']))} GPU/trial seed {row['seed']}: "
-                f"makespan {float(row['makespan_s']) / 3600:.1f} h")
+        what = (f"{row['algorithm']} {split_tick(float(row['gpus_per_trial']))} GPU/trial seed {row['seed']}: "
+                f"makespan {duration(float(row['makespan_s']))}")
         if self.tty:
             filled = int(30 * done / total)
             sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {elapsed:5.1f}s {what:<60}")

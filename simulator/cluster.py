@@ -63,10 +63,20 @@ class Split:
         return self.slots[0].nodes
 
 
+#: the largest budget simulated (65,536 GPUs: the default sweep of it takes ~25 s and ~350 MB here;
+#: large HPC searches use 1,024). Larger is refused up front rather than growing memory unbounded.
+MAX_BUDGET = 65_536
+#: the most trials a split places at once (slots), fractions included (1/k: k trials per GPU)
+MAX_PARALLEL_TRIALS = 65_536
+
+
 def check_budget(budget) -> int:
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget != budget or budget <= 0 \
             or (isinstance(budget, float) and not budget.is_integer()):
         raise UserError(f"--budget {budget!r} must be a whole number of GPUs > 0")
+    if budget > MAX_BUDGET:
+        raise UserError(f"--budget {int(budget):,} is above the largest budget nasalloc simulates, "
+                        f"{MAX_BUDGET:,} GPUs")
     return int(budget)
 
 
@@ -105,6 +115,9 @@ def make_split(budget: int, gpus_per_node: int, gpus_per_trial: float) -> Split:
     budget = check_budget(budget)
     gpus_per_node = check_gpus_per_node(gpus_per_node)
     g = check_gpus_per_trial(gpus_per_trial, budget, gpus_per_node)
+    if g < 1 and budget * round(1 / g) > MAX_PARALLEL_TRIALS:
+        raise UserError(f"--gpus-per-trial 1/{round(1 / g)} on {budget:,} GPUs runs {budget * round(1 / g):,} trials at once; "
+                        f"at most {MAX_PARALLEL_TRIALS:,} are supported")
     full_nodes, remainder = divmod(budget, gpus_per_node)
     node_sizes = [gpus_per_node] * full_nodes + ([remainder] if remainder else [])
     slots: list[Slot] = []

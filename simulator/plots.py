@@ -3,8 +3,12 @@
 * ``makespan.png``: mean makespan against GPUs per trial (log2 axis), a line per algorithm with
   its 95% t-interval band;
 * ``best_so_far.png``: the best metric reached so far against time (log axis), a line per
-  split, a panel per algorithm (first seed);
-* ``occupancy.png``: GPUs busy over time for the best and the worst split of each algorithm.
+  split in a discrete palette (one colour per split, the same in every panel, one legend for
+  the figure), a panel per algorithm, for the seed the title names;
+* ``occupancy.png``: GPUs busy over time for the best and the worst split of each algorithm,
+  for the seed the title names, against the labelled budget line.
+
+Times are in the unit that reads best for the plot (s, min or h), as in the terminal table.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 
 from nasalloc.io import atomic_save_figure
 
-from .report import split_label
+from .labels import MIN_SEEDS_FOR_INTERVAL, split_label, split_tick, time_unit
 
 
 def _pyplot():
@@ -58,47 +62,70 @@ def occupancy(events: list) -> tuple:
     return times, held
 
 
+def split_palette(sns, splits: list) -> dict:
+    """One clearly different colour per split (tab10 holds 10; tab20 beyond), the same in every panel."""
+    ordered = sorted(set(float(g) for g in splits))
+    colors = sns.color_palette("tab10" if len(ordered) <= 10 else "tab20", n_colors=len(ordered))
+    return dict(zip(ordered, colors))
+
+
 def plot_all(out_dir, plan: dict, events: dict, mode: str, metric_name: str) -> list:
     plt, sns = _pyplot()
     out_dir = Path(out_dir)
     algorithms = list(plan["algorithms"])
     written = []
+    seeds = len(plan["seeds"])
+    shown_seed = {a: plan["algorithms"][a]["events"]["seed"] for a in algorithms}
+    seed_text = ", ".join(sorted({str(s) for s in shown_seed.values()}))
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     palette = dict(zip(algorithms, sns.color_palette(n_colors=len(algorithms))))
+    longest = max(s["makespan_s"] for a in algorithms for s in plan["algorithms"][a]["splits"])
+    divisor, unit = time_unit(longest)
     for algorithm in algorithms:
         splits = plan["algorithms"][algorithm]["splits"]
         xs = [s["gpus_per_trial"] for s in splits]
-        hours = [s["makespan_s"] / 3600 for s in splits]
-        sns.lineplot(x=xs, y=hours, marker="o", label=algorithm, color=palette[algorithm], ax=axis)
-        axis.fill_between(xs, [s["makespan_ci95_s"][0] / 3600 for s in splits],
-                          [s["makespan_ci95_s"][1] / 3600 for s in splits], color=palette[algorithm], alpha=0.2)
+        sns.lineplot(x=xs, y=[s["makespan_s"] / divisor for s in splits], marker="o", label=algorithm,
+                     color=palette[algorithm], ax=axis)
+        if seeds >= MIN_SEEDS_FOR_INTERVAL:  # fewer seeds give no interval worth drawing
+            axis.fill_between(xs, [s["makespan_ci95_s"][0] / divisor for s in splits],
+                              [s["makespan_ci95_s"][1] / divisor for s in splits], color=palette[algorithm], alpha=0.2)
     axis.set_xscale("log", base=2)
     ticks = sorted({s["gpus_per_trial"] for a in algorithms for s in plan["algorithms"][a]["splits"]})
-    axis.set_xticks(ticks, [f"1/{round(1 / g)}" if g < 1 else f"{int(g)}" for g in ticks])
+    axis.set_xticks(ticks, [split_tick(g) for g in ticks])
     axis.minorticks_off()
     axis.set_xlabel("GPUs per trial")
-    axis.set_ylabel("makespan (hours)")
-    axis.set_title(f"Budget {plan['budget']} GPUs: mean makespan and 95% interval over {len(plan['seeds'])} seeds")
+    axis.set_ylabel(f"makespan ({unit})")
+    spread = (f"mean makespan and 95% interval over {seeds} seeds" if seeds >= MIN_SEEDS_FOR_INTERVAL
+              else f"mean makespan over {seeds} seed{'s' if seeds != 1 else ''} (no interval below "
+                   f"{MIN_SEEDS_FOR_INTERVAL})")
+    axis.set_title(f"Budget {plan['budget']} GPUs: {spread}")
     figure.tight_layout()
     atomic_save_figure(out_dir / "makespan.png", figure)
     plt.close(figure)
     written.append("makespan.png")
 
+    every_split = [s["gpus_per_trial"] for a in algorithms for s in plan["algorithms"][a]["splits"]]
+    colors = split_palette(sns, every_split)
+    ends = [e["time_s"] for key, evs in events.items() for e in evs if e["kind"] == "epoch"] or [1.0]
+    divisor, unit = time_unit(max(ends))
     figure, axes = plt.subplots(1, len(algorithms), figsize=(5.5 * len(algorithms), 4.2), squeeze=False,
                                 sharey=True)
     for axis, algorithm in zip(axes[0], algorithms):
         splits = [s["gpus_per_trial"] for s in plan["algorithms"][algorithm]["splits"]]
-        colors = sns.color_palette("viridis", n_colors=len(splits))
-        for color, g in zip(colors, splits):
+        for g in splits:
             times, values = best_so_far(events[(algorithm, float(g))], mode)
             # from the first result on: a log time axis shows the early race and the long tail
-            axis.step([t / 3600 for t in times[1:]], values[1:], where="post", color=color, label=split_label(g))
+            axis.step([t / divisor for t in times[1:]], values[1:], where="post", color=colors[float(g)],
+                      label=split_label(g))
         axis.set_xscale("log")
         axis.set_title(algorithm)
-        axis.set_xlabel("time (hours, log scale)")
+        axis.set_xlabel(f"time ({unit}, log scale)")
     axes[0][0].set_ylabel(f"best {metric_name} so far")
-    axes[0][-1].legend(title="per trial", fontsize="small")
+    handles = [plt.Line2D([], [], color=colors[g], label=split_label(g)) for g in sorted(colors)]
+    figure.suptitle(f"Best {metric_name} so far, seed {seed_text} (one run per split)")
+    figure.legend(handles=handles, title="GPUs per trial", loc="center left", bbox_to_anchor=(1.0, 0.5),
+                  fontsize="small")
     figure.tight_layout()
     atomic_save_figure(out_dir / "best_so_far.png", figure)
     plt.close(figure)
@@ -110,13 +137,19 @@ def plot_all(out_dir, plan: dict, events: dict, mode: str, metric_name: str) -> 
         for column, which in enumerate(("best", "worst")):
             g = entry[which]["gpus_per_trial"]
             times, held = occupancy(events[(algorithm, float(g))])
+            divisor, unit = time_unit(max(times))
             axis = axes[row][column]
-            axis.step([t / 3600 for t in times], held, where="post", color="C0" if which == "best" else "C3")
+            axis.step([t / divisor for t in times], held, where="post", color="C0" if which == "best" else "C3")
             axis.axhline(plan["budget"], color="grey", linestyle="--", linewidth=1)
-            axis.set_ylim(0, plan["budget"] * 1.05)
-            axis.set_title(f"{algorithm}, {which} split: {split_label(g)} per trial")
-            axis.set_xlabel("time (hours)")
+            axis.annotate(f"budget: {plan['budget']} GPUs", xy=(0.99, plan["budget"]), xycoords=("axes fraction", "data"),
+                          xytext=(0, 2), textcoords="offset points", ha="right", va="bottom", fontsize="x-small",
+                          color="dimgrey")
+            axis.set_ylim(0, plan["budget"] * 1.18)
+            axis.set_title(f"{algorithm}, {which} split: {split_label(g)} per trial, seed {shown_seed[algorithm]}")
+            axis.set_xlabel(f"time ({unit})")
             axis.set_ylabel("GPUs busy" if g >= 1 else "GPUs busy (shares)")
+    figure.suptitle(f"GPUs busy over time for seed {seed_text}: one run, the table's makespan is the mean over "
+                    f"{seeds} seed{'s' if seeds != 1 else ''}")
     figure.tight_layout()
     atomic_save_figure(out_dir / "occupancy.png", figure)
     plt.close(figure)

@@ -17,6 +17,8 @@ from typing import Optional
 
 from nasalloc.io import atomic_write_json, write_lines
 
+from .labels import MIN_SEEDS_FOR_INTERVAL, duration, interval, split_label
+
 PLAN_NAME = "plan.json"
 PLOTS = ("makespan.png", "best_so_far.png", "occupancy.png")
 INTERVAL = "95% Student-t interval of the mean over seeds (t(0.975, n-1) * sd / sqrt(n))"
@@ -81,10 +83,23 @@ def choose(splits: list, objective: str, mode: str) -> tuple:
     return ordered[-1], ordered[0]
 
 
-def split_label(g: float) -> str:
-    if g < 1:
-        return f"1/{round(1 / g)} GPU"
-    return f"{int(g)} GPU" + ("s" if g > 1 else "")
+def metric_difference(rows: list, algorithm: str, best: dict, worst: dict) -> dict:
+    """Best minus worst split's best metric, paired by seed: mean, 95% interval, seeds.
+
+    ``mean`` is None when no seed measured the metric for both splits (then it is absent,
+    never printed as zero)."""
+    def by_seed(g: float) -> dict:
+        return {int(r["seed"]): r["best_metric"] for r in rows
+                if r["algorithm"] == algorithm and float(r["gpus_per_trial"]) == float(g)
+                and r.get("best_metric") is not None and not (isinstance(r["best_metric"], float)
+                                                              and math.isnan(r["best_metric"]))}
+    ours, theirs = by_seed(best["gpus_per_trial"]), by_seed(worst["gpus_per_trial"])
+    differences = [float(ours[s]) - float(theirs[s]) for s in sorted(set(ours) & set(theirs))]
+    if not differences:
+        return {"mean": None, "ci95": None, "seeds": 0}
+    mean, low, high = t_interval(differences, clip_at_zero=False)
+    return {"mean": mean, "ci95": [low, high] if len(differences) >= MIN_SEEDS_FOR_INTERVAL else None,
+            "seeds": len(differences)}
 
 
 def build_plan(spec, sweep, profile, table, objective: str, notes: list) -> dict:
@@ -94,15 +109,16 @@ def build_plan(spec, sweep, profile, table, objective: str, notes: list) -> dict
         if not splits:
             continue
         best, worst = choose(splits, objective, table.mode)
-        accuracy_difference = None
-        if best["best_metric"] is not None and worst["best_metric"] is not None:
-            accuracy_difference = best["best_metric"] - worst["best_metric"]
+        difference = metric_difference(sweep.rows, algorithm, best, worst)
         algorithms[algorithm] = {
             "scheduler": {"algorithm": algorithm, "semantics": spec.semantics, "max_t": spec.max_t,
                           "min_t": spec.min_t, "eta": spec.eta, "mode": spec.mode, **spec.limits(algorithm)},
             "best": best, "worst": worst,
             "speedup": worst["makespan_s"] / best["makespan_s"] if best["makespan_s"] > 0 else None,
-            "accuracy_difference": accuracy_difference,
+            # best - worst best_metric, the mean over seeds (paired) and its interval (>= 3 seeds)
+            "accuracy_difference": difference["mean"],
+            "accuracy_difference_ci95": difference["ci95"],
+            "accuracy_difference_seeds": difference["seeds"],
             "events": {"best": f"events_best_{algorithm}.jsonl", "worst": f"events_worst_{algorithm}.jsonl",
                        "seed": spec.seeds[0]},
             "splits": splits,
@@ -144,45 +160,50 @@ def write_report(out_dir, spec, sweep, profile, table, objective: str, notes: li
 
 
 def summary_table(plan: dict) -> str:
-    """Per algorithm: best split, worst split, speedup, accuracy difference (with the deadline
-    objective: the metric reached by the deadline and its gain instead of the speedup)."""
+    """Per algorithm: best split, worst split, speedup, the metric's difference best - worst
+    (with the deadline objective: the metric reached by the deadline and its gain instead of
+    the speedup). Durations in the unit that reads best (s, min, h); intervals need 3 seeds."""
     deadline = plan["objective"] == "deadline"
+    metric = (plan.get("metric") or {}).get("name") or "metric"
 
     def describe(s: dict) -> str:
         low, high = s["makespan_ci95_s"]
         if deadline:
-            metric = s["deadline_metric"]
+            reached = s["deadline_metric"]
             text = (f"{split_label(s['gpus_per_trial'])} x{s['parallel_trials']}: "
-                    f"{'-' if metric is None else f'{metric:.4f}'} (makespan {_hours(s['makespan_s'])})")
+                    f"{'-' if reached is None else f'{reached:.4f}'} (makespan {duration(s['makespan_s'])})")
         else:
-            text = (f"{split_label(s['gpus_per_trial'])} x{s['parallel_trials']}: {_hours(s['makespan_s'])} "
-                    f"[{_hours(low)}, {_hours(high)}]")
+            text = (f"{split_label(s['gpus_per_trial'])} x{s['parallel_trials']}: {duration(s['makespan_s'])} "
+                    f"{interval(low, high, s['seeds'])}")
         return text + (f" ({s['idle_gpus']} idle)" if s["idle_gpus"] else "")
 
+    def difference(entry: dict) -> str:
+        mean, seeds = entry["accuracy_difference"], entry.get("accuracy_difference_seeds", 0)
+        if mean is None:
+            return "-"
+        ci = entry.get("accuracy_difference_ci95")
+        if ci is not None and mean == 0 and ci[0] == ci[1] == 0:  # sd 0: every seed found the same
+            return f"0 (equal in all {seeds} seeds)"
+        return f"{mean:+.4f} " + interval(*(ci or (None, None)), seeds, form=lambda v: f"{v:+.4f}")
+
+    measured = any(e["accuracy_difference"] is not None for e in plan["algorithms"].values())
     if deadline:
-        header = ["algorithm", f"best split (mean best metric by {_hours(plan['deadline_s'])})", "worst split",
+        header = ["algorithm", f"best split (mean best metric by {duration(plan['deadline_s'])})", "worst split",
                   "metric gain", "speedup"]
     else:
-        header = ["algorithm", "best split (mean makespan, 95% CI)", "worst split", "speedup", "accuracy diff"]
+        header = ["algorithm", "best split (mean makespan, 95% CI)", "worst split", "speedup"]
+        if measured:  # absent, not zero, where the runs measured no metric
+            header.append(f"{metric} best - worst (mean, 95% CI)")
     lines = []
     for algorithm, entry in plan["algorithms"].items():
-        diff = entry["accuracy_difference"]
         speedup = f"{entry['speedup']:.2f}x" if entry["speedup"] else "-"
         if deadline:
             best, worst = entry["best"]["deadline_metric"], entry["worst"]["deadline_metric"]
             gain = "-" if best is None or worst is None else f"{best - worst:+.4f}"
             lines.append([algorithm, describe(entry["best"]), describe(entry["worst"]), gain, speedup])
         else:
-            lines.append([algorithm, describe(entry["best"]), describe(entry["worst"]), speedup,
-                          "-" if diff is None else f"{diff:+.4f}"])
+            lines.append([algorithm, describe(entry["best"]), describe(entry["worst"]), speedup]
+                         + ([difference(entry)] if measured else []))
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
     render = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, lines)])
-
-
-def _hours(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.1f} s"

@@ -10,9 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nasalloc.errors import UserError
+from nasalloc.io import check_writable, folder_lock
 
 from .cluster import (check_budget, default_gpus_per_trial, make_split, parse_gpus_per_trial)
 from .timemodel import FALLBACK_GPUS_PER_NODE, LoadedProfile, TimeModel, load_profile
+
+
+#: upper limits of the sizes a user gives, refused above (one line naming the limit). Memory
+#: grows with trials x splits (the first seed's event records of every split are kept for the
+#: report: ~60 KB per trial and split) and time with seeds x splits x trials.
+LIMITS = {"--seeds": 1_000, "--trials": 5_000, "--brackets": 100, "--jobs": 256}
 
 
 def parse_algorithms(text: str) -> tuple:
@@ -54,6 +61,8 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
     for flag, value in (("--seeds", seeds), ("--jobs", jobs), ("--trials", trials), ("--brackets", brackets)):
         if value is not None and value < 1:
             raise UserError(f"{flag} {value!r} must be a whole number >= 1")
+        if value is not None and value > LIMITS[flag]:
+            raise UserError(f"{flag} {value:,} is above the limit of {LIMITS[flag]:,}")
     if trials is not None and brackets is not None:
         raise UserError(f"--trials {trials} and --brackets {brackets}: give one or the other")
     if ray_pending is not None and (semantics != "ray" or ray_pending < 1):
@@ -115,8 +124,8 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
         make_scheduler(name, source=TableSource(table.space, table.configs[:1]), max_t=spec.max_t,
                        min_t=spec.min_t, eta=spec.eta, semantics=semantics, mode=spec.mode, seed=0,
                        **spec.limits(name))
-    if Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+    check_writable(out, "--out")
+    folder_lock(out).refuse_if_held()  # a sweep running there now is named before its rows are read
     read_done_rows(Path(out), spec)  # a folder holding another sweep is refused here
 
     if profile.embedded:

@@ -120,8 +120,11 @@ class _Context:
 _CONTEXT: Optional[_Context] = None
 
 
-def _init_worker(context: _Context) -> None:
+def _init_worker(context: _Context, parent_pid: Optional[int] = None) -> None:
     global _CONTEXT
+    from nasalloc.lifetime import end_with_parent
+
+    end_with_parent(parent_pid)  # a worker must not outlive the sweep (SIGKILL of it included)
     _CONTEXT = context
 
 
@@ -276,7 +279,7 @@ def run_sweep(spec: SweepSpec, time_model: TimeModel, table: CurveTable, space, 
                 collect(*run_one(context, a, g, s, s == first_seed))
         else:
             with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), initializer=_init_worker,
-                                     initargs=(context,)) as pool:
+                                     initargs=(context, os.getpid())) as pool:
                 futures = [pool.submit(_run_in_worker, a, g, s, s == first_seed) for a, g, s in todo]
                 try:
                     for future in as_completed(futures):

@@ -102,6 +102,33 @@ def _number(value, where: str) -> float:
     return float(value)
 
 
+def _measured_seconds(value, where: str) -> float:
+    """A measured time: finite and > 0 (a zero or negative measurement is a broken profile)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise UserError(f"profile field {where} is {value!r}: expected a finite number > 0 (seconds measured)")
+    return float(value)
+
+
+def _check_measured_times(measurements: list, origin: str) -> None:
+    """Every time a measurement holds (epoch seconds, overheads) is finite and > 0."""
+    for i, m in enumerate(measurements):
+        if not isinstance(m, dict):
+            continue
+        try:
+            for name in ("epoch_seconds", "train_seconds", "eval_seconds"):
+                values = m.get(name)
+                for j, value in enumerate(values if isinstance(values, list) else [] if values is None else [values]):
+                    _measured_seconds(value, f"measurements[{i}].{name}[{j}]")
+            for j, trial in enumerate(m.get("trial_epoch_seconds") or []):
+                for k, value in enumerate(trial if isinstance(trial, list) else [trial]):
+                    _measured_seconds(value, f"measurements[{i}].trial_epoch_seconds[{j}][{k}]")
+            for name in OVERHEADS:
+                if m.get(name) is not None:
+                    _measured_seconds(m[name], f"measurements[{i}].{name}")
+        except UserError as err:
+            raise UserError(f"{origin}: {err}") from None
+
+
 def time_model_from_profile(profile: dict, origin: str = "profile") -> TimeModel:
     """Validate a profile dict and build its :class:`TimeModel` (one-line UserError otherwise)."""
     if not isinstance(profile, dict):
@@ -122,6 +149,8 @@ def time_model_from_profile(profile: dict, origin: str = "profile") -> TimeModel
     overheads_in = profile.get("overheads") or {}
     if not isinstance(overheads_in, dict):
         raise UserError(f"{origin}: field 'overheads' must be an object")
+    if isinstance(profile.get("measurements"), list):
+        _check_measured_times(profile["measurements"], origin)
     per_gpus = _per_gpus_overheads(profile.get("measurements") or [], origin)
     overheads = {}
     for name in OVERHEADS + (RESUME,):

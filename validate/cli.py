@@ -23,7 +23,7 @@ import click
 
 from nasalloc.options import out_option, quiet_option
 from nasalloc.errors import UserError
-from nasalloc.io import atomic_write_json, read_json
+from nasalloc.io import atomic_write_json, check_writable, folder_lock, read_json
 
 INVOCATION = "validation.json"
 
@@ -46,6 +46,9 @@ INVOCATION = "validation.json"
 @quiet_option
 def validate(plan_path, algorithms, which, executor_name, out, resume, time_limit, device, grace, quiet):
     """Run the plan's best and worst splits for real with the same schedulers; report predicted vs measured."""
+    from nasalloc.extras import require_torch
+
+    require_torch("validate")
     from .plan import Plan
 
     if time_limit is not None and not time_limit > 0:
@@ -55,20 +58,48 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
     plan = Plan(plan_path)
     chosen = plan.choose(algorithms, which)
     out = Path(out)
+    check_writable(out, "--out")
+    lock = folder_lock(out)
+    lock.refuse_if_held()  # a run holding the folder is named before any advice about it
     _check_out(out, plan_path, algorithms, which, resume)
     plan.table()  # the curves must be there before anything runs
     for name in dict.fromkeys(c.algorithm for c in chosen):
         plan.scheduler_factory(name)  # and every scheduler must build
+    from nasalloc.workloads.registry import load_workload
+
+    load_workload(plan.workload)  # the workload must load
+    plan.time_model()  # and the profile give a time model
 
     from nasalloc.workloads.distributed import resolve_device
 
     from .executor import make_executor
-    from .runner import Runner, SplitTask, Stopper
 
     device = resolve_device(device)
     executor = make_executor(executor_name, device=device, gpus_per_node=plan.gpus_per_node)
-    if hasattr(executor, "check_budget"):
-        executor.check_budget(plan.budget)
+    try:
+        if hasattr(executor, "check_budget"):
+            executor.check_budget(plan.budget)
+        # the plan's placement, or one that fits this allocation (or a message saying how to plan one)
+        gpus_per_node, placement_note = executor.fit_plan(plan, [c.gpus_per_trial for c in chosen])
+        predictions = [predict(plan, choice, gpus_per_node) for choice in chosen]
+        lock.acquire()  # held for the run: one run writes a results folder at a time
+        _check_out(out, plan_path, algorithms, which, resume)  # again, now that no other run can start
+    except BaseException:
+        lock.release()
+        executor.close()
+        raise
+    try:
+        _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
+                    resume, time_limit, grace, quiet, gpus_per_node, placement_note)
+    finally:
+        lock.release()
+
+
+def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
+                resume, time_limit, grace, quiet, gpus_per_node, placement_note) -> None:
+    """The run itself, once every input is checked and this process holds ``out``."""
+    from .runner import Runner, SplitTask, Stopper
+
     atomic_write_json(out / INVOCATION, {"plan": str(Path(plan_path).resolve()), "plan_sha256": _sha256(plan_path),
                                          "algorithms": algorithms,
                                          "which": which, "device": device, "executor": executor_name})
@@ -77,13 +108,14 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
     say = (lambda text: None) if quiet else click.echo
     say(f"validating {len(chosen)} split(s) of {plan.path} on {device} ({executor_name} executor): "
         + ", ".join(f"{c.algorithm} {c.which} g={c.gpus_per_trial:g}" for c in chosen))
+    if placement_note:
+        click.echo(f"note: {placement_note}", err=True)
     results = []
     try:
-        for choice in chosen:
-            predicted = predict(plan, choice)
+        for choice, predicted in zip(chosen, predictions):
             task = SplitTask(algorithm=choice.algorithm, gpus_per_trial=choice.gpus_per_trial, budget=plan.budget,
                              workload=plan.workload, make_scheduler=plan.scheduler_factory(choice.algorithm),
-                             max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=plan.gpus_per_node,
+                             max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=gpus_per_node,
                              predicted_makespan_s=predicted.makespan_s, metric_name=plan.metric_name, mode=plan.mode)
             runner = Runner(task, executor, out / task.dirname, device=device, stopper=stopper, quiet=quiet,
                             grace_s=grace)
@@ -111,12 +143,13 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
         sys.exit(stopper.exit_code)
 
 
-def predict(plan, choice):
-    """The simulation of this split with the plan's seed (the run's direct prediction)."""
+def predict(plan, choice, gpus_per_node=None):
+    """The simulation of this split with the plan's seed (the run's direct prediction), placed on
+    nodes of ``gpus_per_node`` GPUs (default: the plan's)."""
     from nasalloc.simulator.cluster import make_split
     from nasalloc.simulator.engine import simulate
 
-    split = make_split(plan.budget, plan.gpus_per_node, choice.gpus_per_trial)
+    split = make_split(plan.budget, gpus_per_node or plan.gpus_per_node, choice.gpus_per_trial)
     seed = plan.seed(choice.algorithm)
     return simulate(plan.scheduler_factory(choice.algorithm)(), split, plan.time_model(), plan.table(),
                     seed=seed, algorithm=choice.algorithm, record_events=False)
@@ -150,8 +183,6 @@ def _report(plan, out: Path, results: list, complete: bool) -> dict:
 
 
 def _check_out(out: Path, plan_path: str, algorithms, which, resume: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
     previous = out / INVOCATION
     if resume:
         if not previous.exists():

@@ -55,6 +55,12 @@ class Executor(ABC):
     def check(self, ranks: int, slots: int) -> None:
         """Raise a one-line UserError when ``slots`` jobs of ``ranks`` ranks cannot run here."""
 
+    def fit_plan(self, plan, splits: list) -> tuple:
+        """Check (or adapt) the placement of the plan's ``splits`` here before anything runs:
+        (GPUs per node to place trials with, a note to print when that changed; else None).
+        Default: the plan's placement, unchanged."""
+        return plan.gpus_per_node, None
+
     def runner_host(self) -> str:
         """Address on which trial processes reach the runner's channel."""
         return "127.0.0.1"

@@ -153,6 +153,31 @@ class Plan:
             raise UserError(f"plan {self.path}: scheduler of {algorithm!r}: {err}") from None
         return factory
 
+    def simulate_command(self, budget: int, gpus_per_node: int, splits) -> str:
+        """The ``nasalloc simulate`` command that makes this plan again for another cluster
+        shape: the plan's profile, curves and search settings with ``budget``, nodes of
+        ``gpus_per_node`` GPUs and the ``splits`` given."""
+        import shlex
+
+        scheduler = self.data.get("scheduler") or {}
+        seeds = self.data.get("seeds") or [0]
+        words = ["nasalloc", "simulate", "--budget", str(budget), "--gpus-per-node", str(gpus_per_node),
+                 "--gpus-per-trial", ",".join(f"{g:g}" if g >= 1 else f"1/{round(1 / g)}" for g in splits)]
+        profile = (self.data.get("profile") or {}).get("path")
+        if profile and not str(profile).startswith("<"):
+            words += ["--profile", str(profile)]
+        if not self.curves_path.startswith("<"):
+            words += ["--curves", self.curves_path]
+        words += ["--algorithms", ",".join(self.algorithms)]
+        for flag, key in (("--max-epochs", "max_t"), ("--min-epochs", "min_t"), ("--eta", "eta"),
+                          ("--trials", "trials"), ("--brackets", "brackets"), ("--semantics", "semantics")):
+            if scheduler.get(key) is not None:
+                words += [flag, str(scheduler[key])]
+        words += ["--seeds", str(len(seeds)), "--seed", str(seeds[0])]
+        if self.data.get("objective") == "deadline" and self.data.get("deadline_s"):
+            words += ["--objective", "deadline", "--deadline", f"{self.data['deadline_s']:g}"]
+        return shlex.join(words)
+
     # -- what to validate ----------------------------------------------------------------
     def choose(self, algorithms: Optional[str], which: str) -> list[ChosenSplit]:
         names = list(self.algorithms) if not algorithms else [a.strip() for a in algorithms.split(",") if a.strip()]

@@ -1,6 +1,6 @@
 """Progress of a validation run: one line per trial segment that ends, readable in a log.
 
-    [asha g=1]   42.1s of ~60.3s predicted | running 2 finished 5 failed 0 | trial 7 stop @3 acc=0.9412
+    [asha g=1]    42.1 s of ~60.3 s predicted | running 2 finished 5 failed 0 | trial 7 stop @3 acc=0.9412
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 import time
 from typing import Optional
+
+from nasalloc.simulator.labels import duration
 
 HEARTBEAT_S = 60.0  # with nothing else to say, a line at least this often
 
@@ -22,9 +24,10 @@ class Progress:
         self._printed = time.monotonic()
 
     def _clock(self, now_s: float) -> str:
+        # each in the unit that reads best (s, min or h), as simulate's tables and progress do
         if self.predicted_s:
-            return f"{now_s:7.1f}s of ~{self.predicted_s:.1f}s predicted"
-        return f"{now_s:7.1f}s"
+            return f"{duration(now_s):>9} of ~{duration(self.predicted_s)} predicted"
+        return f"{duration(now_s):>9}"
 
     def line(self, now_s: float, what: str) -> None:
         if self.quiet:

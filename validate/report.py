@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from nasalloc.io import atomic_save_figure, atomic_write_csv, atomic_write_json
+from nasalloc.simulator.labels import duration
 
 from .compare import relative_error
 
@@ -133,8 +134,10 @@ def plot_comparison(path: Path, rows: list[dict]) -> None:
 
 
 def format_table(report: dict) -> str:
-    def num(v, fmt="{:.1f}s"):
-        return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v)
+    def num(v, fmt=None):  # durations by default, in the unit that reads best (s, min, h)
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return "-"
+        return duration(v) if fmt is None else fmt.format(v)
 
     def pct(v):
         return num(v if v is None else 100 * v, "{:+.0f}%")

@@ -22,12 +22,34 @@ import math
 import os
 import re
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 from nasalloc.errors import UserError
 from nasalloc.io import atomic_write_text
+
+#: what an ``#SBATCH`` value may hold: sbatch splits its lines on white space and knows no
+#: shell quoting there, so anything else could cut a value or add an option
+SBATCH_VALUE = re.compile(r"[A-Za-z0-9_.,:@%/+=~-]+")
+#: control characters (newlines first): in any field they would add lines to the script
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_script_field(flag: str, value: str, sbatch_option: bool = False) -> None:
+    """Refuse a value that would change the script's meaning (a newline, or for an ``#SBATCH``
+    option anything beyond letters, digits and ``_.,:@%/+=~-``); one line naming it."""
+    text = str(value)
+    bad = CONTROL.search(text)
+    if bad:
+        raise UserError(f"{flag} {text!r} contains {bad.group()!r}: a script field cannot hold control "
+                        f"characters or newlines")
+    if sbatch_option and not SBATCH_VALUE.fullmatch(text):
+        odd = next(c for c in text if not SBATCH_VALUE.fullmatch(c))
+        raise UserError(f"{flag} {text!r} contains {odd!r}: an #SBATCH value may hold only letters, digits "
+                        f"and _.,:@%/+=~-")
+
 
 #: seconds before the time limit that SLURM signals the runner (pause at the next epoch +
 #: checkpoint + state must fit; the runner kills what has not paused after its grace time)
@@ -89,6 +111,11 @@ class SbatchRequest:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"sbatch {name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+        for name in ("job_name", "output", "partition", "account", "chdir"):
+            if getattr(self, name) is not None:
+                check_script_field(f"--{name.replace('_', '-')}", getattr(self, name), sbatch_option=True)
+        for part in [*self.command, self.resume_marker or "", *self.notes]:
+            check_script_field("a script field", part)
         if not 0 < self.signal_lead_s < self.time_s:
             raise UserError(f"--signal-lead {self.signal_lead_s} s must be > 0 and shorter than the time limit "
                             f"({self.time_s} s)")
@@ -139,8 +166,15 @@ def sbatch_script(request: SbatchRequest) -> str:
     return "\n".join(lines)
 
 
-def validate_command(plan: str, out: str, extra: Sequence[str] = (), program: Sequence[str] = ("nasalloc",)) -> list:
-    """The command line the script runs (the slurm executor; the script adds --resume when due)."""
+def this_nasalloc() -> list:
+    """This interpreter's nasalloc by absolute path: the batch shell's PATH may lack the venv."""
+    return [os.path.abspath(sys.executable), "-m", "nasalloc"]
+
+
+def validate_command(plan: str, out: str, extra: Sequence[str] = (), program: Optional[Sequence[str]] = None) -> list:
+    """The command line the script runs (the slurm executor; the script adds --resume when due);
+    ``program`` defaults to :func:`this_nasalloc`."""
+    program = this_nasalloc() if program is None else program
     return [*program, "validate", "--plan", str(plan), "--out", str(out), *map(str, extra), "--executor", "slurm"]
 
 
@@ -216,16 +250,22 @@ import click  # noqa: E402  (the pure part above does not need it)
 def sbatch(plan_path, out, algorithms, which, device, grace, time_limit, signal_lead, cpus_per_task, partition,
            account, job_name, script_path):
     """Write a ready sbatch script that runs nasalloc validate for a plan as SLURM job steps."""
-    import shutil
-    import sys
-
-    from nasalloc.io import read_json
+    from nasalloc.io import check_writable
 
     from .cli import INVOCATION
+    from .plan import Plan
 
-    plan = read_json(Path(plan_path), "plan")
-    if not isinstance(plan, dict) or plan.get("schema") != "nasalloc.plan/1":
-        raise UserError(f"plan {plan_path} is not a nasalloc plan (schema 'nasalloc.plan/1' expected)")
+    for flag, value in (("--plan", plan_path), ("--out", out), ("--script", script_path), ("--which", which),
+                        ("--algorithms", algorithms), ("--partition", partition), ("--account", account),
+                        ("--job-name", job_name)):
+        if value is not None:
+            check_script_field(flag, value)  # newlines first; #SBATCH values are checked in full below
+    check_writable(out, "--out")
+    if script_path:
+        check_writable(script_path, "--script", folder=False)
+    checked = Plan(plan_path)
+    checked.choose(algorithms, which or "best,worst")  # what validate would refuse when the job starts
+    plan = checked.data
     if grace is not None and grace >= signal_lead:
         raise UserError(f"--grace {grace:g} s must be shorter than --signal-lead {signal_lead} s, or the allocation "
                         f"ends before the trials have checkpointed")
@@ -233,9 +273,7 @@ def sbatch(plan_path, out, algorithms, which, device, grace, time_limit, signal_
     for flag, value in (("--algorithms", algorithms), ("--which", which), ("--device", device), ("--grace", grace)):
         if value is not None:
             extra += [flag, f"{value:g}" if isinstance(value, float) else value]
-    # the same nasalloc as this one, also where the batch shell's PATH differs
-    program = ["nasalloc"] if shutil.which("nasalloc") else [sys.executable, "-m", "nasalloc"]
-    command = validate_command(plan_path, out, extra, program)
+    command = validate_command(plan_path, out, extra)  # this nasalloc, by absolute path
     request = request_from_plan(plan, command, time_limit, cpus_per_task=cpus_per_task, signal_lead_s=signal_lead,
                                 output=str(Path(out) / "slurm-%j.out"),
                                 algorithms=algorithms.split(",") if algorithms else None,

@@ -38,7 +38,12 @@ class SlurmExecutor(Executor):
     def __init__(self, device: str = "cpu", gpus_per_node: Optional[int] = None,
                  launcher: Optional[SlurmLauncher] = None):
         self.device = device
-        self.launcher = launcher or SlurmLauncher.from_environment(gpus_per_node)
+        if launcher is None:
+            allocation = SlurmLauncher.from_environment(device=device).allocation
+            if gpus_per_node is not None and gpus_per_node > allocation.gpus_per_node:
+                gpus_per_node = None  # the plan's nodes are larger: fit_plan re-places or says how
+            launcher = SlurmLauncher(allocation, gpus_per_node)
+        self.launcher = launcher
         self.allocation = self.launcher.allocation
         self.gpus_per_node = self.launcher.gpus_per_node
         self._busy: dict = {}  # GPU index -> (trial id, running step) of unshared steps
@@ -57,6 +62,14 @@ class SlurmExecutor(Executor):
         if at_once * self.launcher.cpus_per_task > min(alloc.cpus_per_node):
             raise UserError(f"{at_once} rank(s) at once per node x {self.launcher.cpus_per_task} CPU(s) "
                             f"do not fit {where}; use a smaller budget or ask sbatch for more CPUs")
+
+    def fit_plan(self, plan, splits: list) -> tuple:
+        """Place the plan's ``splits`` on this allocation (see :func:`fit_plan`)."""
+        gpus_per_node, note = fit_plan(plan, splits, self.allocation)
+        if gpus_per_node != self.gpus_per_node:
+            self.launcher = SlurmLauncher(self.allocation, gpus_per_node)
+            self.gpus_per_node = gpus_per_node
+        return gpus_per_node, note
 
     def runner_host(self) -> str:
         here = {"localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()}
@@ -89,6 +102,56 @@ class SlurmExecutor(Executor):
             if holder is not None and holder[1].poll() is None:
                 raise UserError(f"trial {spec.trial_id}: GPU {device} is held by the step of trial {holder[0]}; "
                                 f"a fractional split must say trials_per_gpu in its JobSpec so steps share GPUs")
+
+
+def fit_plan(plan, splits, allocation) -> tuple:
+    """The GPUs per node to place the plan's ``splits`` with in ``allocation``, and a note.
+
+    The plan's own placement when the allocation's nodes hold it (nodes of at least the plan's
+    GPUs; the plan's slots use only the first ones). When its nodes are smaller but every split
+    still places whole trials on them, as many at once as the plan simulated, the trials are
+    re-placed on the allocation's nodes without asking (the note says so). Otherwise a one-line
+    UserError says exactly which ``nasalloc simulate`` gives a plan that fits.
+    """
+    from nasalloc.simulator.cluster import make_split
+
+    budget, planned, have = plan.budget, plan.gpus_per_node, allocation.gpus_per_node
+    where = (f"SLURM job {allocation.job_id} ({allocation.nodes} node(s) of {have} "
+             f"{'CPU core slots' if allocation.cpu_slots else 'GPUs'})")
+    if planned <= have and budget <= allocation.nodes * planned:
+        return planned, None
+
+    def fits(g: float) -> bool:  # whole trials on the allocation's nodes, as many at once as planned
+        try:
+            return make_split(budget, have, g).parallel_trials == make_split(budget, planned, g).parallel_trials
+        except UserError:
+            return False
+
+    if budget <= allocation.gpus and all(fits(g) for g in splits):
+        return have, (f"the plan placed trials on nodes of {planned} GPUs and {where} has others: its trials "
+                      f"are re-placed on them, as many at once (predictions simulated again for this placement)")
+    usable = min(budget, allocation.gpus)
+    fitting = [g for g in sorted(set(plan_splits(plan)) | set(splits)) if g <= usable and _fits_nodes(usable, have, g)]
+    hint = plan.simulate_command(usable, have, fitting or [1.0])
+    reason = (f"budget {budget} GPUs is more than its {allocation.gpus}" if budget > allocation.gpus else
+              f"splits {', '.join(f'{g:g}' for g in splits if not fits(g))} do not place whole trials on nodes of {have}")
+    raise UserError(f"the plan was simulated for nodes of {planned} GPUs, which do not fit {where} ({reason}); "
+                    f"for a plan that fits run: {hint}  (or submit with --gpus-per-node={planned} "
+                    f"--nodes={-(-budget // planned)})")
+
+
+def plan_splits(plan) -> list:
+    return sorted({float(s["gpus_per_trial"]) for entry in plan.algorithms.values() for s in entry["splits"]})
+
+
+def _fits_nodes(budget: int, gpus_per_node: int, g: float) -> bool:
+    from nasalloc.simulator.cluster import make_split
+
+    try:
+        make_split(budget, gpus_per_node, g)
+        return True
+    except UserError:
+        return False
 
 
 register_executor("slurm", SlurmExecutor)

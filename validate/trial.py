@@ -82,6 +82,10 @@ def run_segment(spec: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # first: a rank must not outlive the runner (it would hold its GPUs until its next report)
+    from nasalloc.lifetime import end_with_parent, launcher_pid_from
+
+    end_with_parent(launcher_pid_from(os.environ))
     parser = argparse.ArgumentParser(prog="python -m nasalloc.validate.trial")
     parser.add_argument("--spec", required=True, help="JSON file the runner wrote for this segment")
     args = parser.parse_args(argv)

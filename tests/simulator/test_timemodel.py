@@ -80,6 +80,19 @@ def test_bad_profiles_fail_with_one_line(tmp_path, changes, words):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("field, value", [("epoch_seconds", [1.2, -1.0]), ("epoch_seconds", [0.0]),
+                                          ("startup_s", -2.5), ("checkpoint_save_s", float("nan"))])
+def test_measured_times_must_be_finite_and_positive(tmp_path, field, value):
+    # a profile with negative measured epoch seconds used to load silently
+    measurement = {"gpus": 1, "nodes": 1, "epoch_seconds": [1.2, 1.3], "startup_s": 2.0, field: value}
+    write_profile(tmp_path / "p.json", measurements=[measurement])
+    bad = value[-1] if isinstance(value, list) else value
+    index = f"[{len(value) - 1}]" if isinstance(value, list) else ""
+    with pytest.raises(UserError) as info:
+        load_profile(str(tmp_path / "p.json"))
+    assert f"measurements[0].{field}{index} is {bad!r}: expected a finite number > 0" in str(info.value)
+
+
 def test_unreadable_profiles(tmp_path):
     with pytest.raises(UserError, match="profile not found"):
         load_profile(str(tmp_path / "absent.json"))

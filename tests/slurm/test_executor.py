@@ -106,3 +106,80 @@ def test_an_unshared_step_on_a_gpu_another_step_holds_is_refused_at_once():
         ex.launch(spec(1, [3], ranks=1))
     first.code = 0  # once that step has ended its GPU is free again
     ex.launch(spec(2, [3], ranks=1))
+
+
+# -- an allocation that differs from the plan ---------------------------------------------------
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from nasalloc.profiler.slurm_env import allocation_from_env  # noqa: E402
+from nasalloc.validate.plan import Plan  # noqa: E402
+from nasalloc.validate.slurm import fit_plan  # noqa: E402
+
+REFERENCE_PLAN = Path(__file__).resolve().parents[2] / "results" / "reference" / "simulate_default" / "plan.json"
+
+
+def _plan(tmp_path, budget, gpus_per_node, splits):
+    data = json.loads(REFERENCE_PLAN.read_text())
+    data.update(budget=budget, gpus_per_node=gpus_per_node)
+    for entry in data["algorithms"].values():
+        entry["splits"] = [{"gpus_per_trial": float(g)} for g in splits]
+        entry["best"], entry["worst"] = {"gpus_per_trial": float(splits[-1])}, {"gpus_per_trial": float(splits[0])}
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data))
+    return Plan(path)
+
+
+def test_a_plan_for_larger_nodes_is_re_placed_when_its_trials_still_fit(tmp_path):
+    # simulated with the default 4 GPUs per node, run in a job of 2 nodes x 2 GPUs: was refused
+    plan = _plan(tmp_path, budget=4, gpus_per_node=4, splits=[1, 2, 4])
+    small = Allocation("9", ("n1", "n2"), 2, (8, 8))
+    gpus_per_node, note = fit_plan(plan, [1.0, 2.0, 4.0], small)
+    assert gpus_per_node == 2 and "re-placed" in note and "nodes of 4" in note
+    runs = executor(small, gpus_per_node=2)
+    assert runs.fit_plan(plan, [4.0])[0] == 2 and runs.launcher.gpus_per_node == 2
+    assert fit_plan(plan, [1.0], Allocation("9", ("n1",), 4, (8,))) == (4, None)  # the plan's own shape
+
+
+def test_a_plan_that_does_not_fit_says_which_simulate_makes_one_that_does(tmp_path):
+    plan = _plan(tmp_path, budget=8, gpus_per_node=4, splits=[1, 2, 4, 8])
+    with pytest.raises(UserError) as info:
+        fit_plan(plan, [1.0, 8.0], Allocation("9", ("n1",), 4, (8,)))  # 4 GPUs for a budget of 8
+    message = str(info.value)
+    assert "budget 8 GPUs is more than its 4" in message and "\n" not in message
+    assert "nasalloc simulate --budget 4 --gpus-per-node 4 --gpus-per-trial 1,2,4 " in message
+    assert "--algorithms hyperband,asha,bohb" in message and "--max-epochs 81" in message
+    uneven = _plan(tmp_path, budget=6, gpus_per_node=6, splits=[1, 2, 3, 6])
+    with pytest.raises(UserError, match="splits 3 do not place whole trials on nodes of 4.*"
+                                        "--budget 6 --gpus-per-node 4 --gpus-per-trial 1,2 "):
+        fit_plan(uneven, [1.0, 3.0], Allocation("9", ("n1", "n2"), 4, (8, 8)))
+
+
+def test_a_job_without_gpus_says_how_to_go_on_and_with_device_cpu_uses_its_cores(monkeypatch):
+    env = {"SLURM_JOB_ID": "5", "SLURM_JOB_NODELIST": "n1", "SLURM_CPUS_ON_NODE": "6"}
+    with pytest.raises(UserError, match="holds no GPUs.*--device cpu.*--executor local.*--launcher local"):
+        allocation_from_env(env, ["n1"])
+    cores = allocation_from_env(env, ["n1"], device="cpu")
+    assert cores.cpu_slots and cores.gpus_per_node == 6 and "CPU cores" in cores.sources["gpus_per_node"]
+    launcher = SlurmLauncher(cores)
+    assert launcher.cpus_per_task == 1  # one core per slot
+    started = []
+
+    class FakePopen:
+        def __init__(self, argv, **kw):
+            started.append(argv)
+            self.pid, self.returncode = 1, 0
+
+        def poll(self):
+            return 0
+
+        def wait(self, timeout=None):
+            return 0
+
+    import nasalloc.profiler.slurm as slurm_module
+
+    monkeypatch.setattr(slurm_module.subprocess, "Popen", FakePopen)
+    launcher.start(DDPJob(module="m", ranks=2, device="cpu"))
+    launcher.start(DDPJob(module="m", ranks=1, device="cpu", gpu_ids=["3"]))  # a co-located trial
+    assert all(not any(a.startswith("--gpus-per-node") for a in argv) for argv in started)  # asks for no GPUs
+    assert "--ntasks-per-node=2" in started[0] and "--gpu-index" not in started[1]

@@ -18,7 +18,8 @@ PLAN = {"schema": "nasalloc.plan/1", "budget": 8, "gpus_per_node": 4,
 
 
 def golden_request():
-    command = validate_command("results/plan.json", "results/validate", ["--device", "cuda"])
+    command = validate_command("results/simulate/plan.json", "results/validate", ["--device", "cuda"],
+                               program=["/home/ada/venv/bin/python", "-m", "nasalloc"])
     return request_from_plan(PLAN, command, cpus_per_task=8, output="results/validate/slurm-%j.out",
                              partition="gpu", chdir="/home/ada/search",
                              resume_marker="results/validate/validation.json")
@@ -71,3 +72,45 @@ def test_the_written_script_is_executable(tmp_path):
     path = write_sbatch(tmp_path / "run" / "validate.sbatch", sbatch_script(golden_request()))
     assert path.read_text().startswith("#!/bin/bash\n")
     assert path.stat().st_mode & stat.S_IXUSR
+
+
+REFERENCE_PLAN = Path(__file__).resolve().parents[2] / "results" / "reference" / "simulate_default" / "plan.json"
+
+
+def _sbatch(tmp_path, capsys, *extra):
+    from nasalloc.cli import main
+
+    out = tmp_path / "validate"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sbatch", "--plan", str(REFERENCE_PLAN), "--out", str(out), *extra])
+    return exit_info.value.code, capsys.readouterr(), out
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--which", "3"], "3 GPUs per trial was not simulated"),
+    (["--algorithms", "bohb,nope"], "'nope' is not in the plan"),
+    (["--partition", "gpu\n#SBATCH --exclusive"], "contains '\\n'"),
+    (["--partition", "gpu --exclusive"], "--partition 'gpu --exclusive' contains ' '"),
+    (["--account", "a;rm"], "contains ';'"),
+    (["--job-name", "x\ry"], "contains '\\r'"),
+    (["--which", "best\nrm -rf ~"], "contains '\\n'"),
+])
+def test_what_the_job_would_fail_on_or_would_change_the_script_is_refused(tmp_path, capsys, extra, expected):
+    # before: a script was written that failed only when the job started, or that held an
+    # extra #SBATCH line the user never asked for
+    code, captured, out = _sbatch(tmp_path, capsys, *extra)
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and expected in lines[0], lines
+    assert not out.exists()
+
+
+def test_the_script_runs_this_interpreter_by_absolute_path(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from nasalloc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    main(["sbatch", "--plan", str(REFERENCE_PLAN), "--out", "v", "--which", "best", "--partition", "gpu"])
+    last = (tmp_path / "v" / "validate.sbatch").read_text().strip().splitlines()[-1]
+    assert last.startswith(f"exec {os.path.abspath(sys.executable)} -m nasalloc validate ")
+    assert os.path.isabs(last.split()[1])  # no PATH lookup on the compute node

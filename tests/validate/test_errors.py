@@ -72,3 +72,62 @@ def test_unknown_executor_names_the_choices(tmp_path, capsys):
 
     with pytest.raises(UserError, match="executor 'nope' is not available.*local"):
         make_executor("nope", device="cpu")
+
+
+def _reference_plan_with(tmp_path, **changes):
+    from pathlib import Path
+
+    reference = Path(__file__).resolve().parents[2] / "results" / "reference" / "simulate_default" / "plan.json"
+    plan = json.loads(reference.read_text())
+    for dotted, value in changes.items():
+        node = plan
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"profile.content": {"schema": "nasalloc.profile/1"}}, "missing field 'model'"),
+    ({"workload": "nope_module:factory"}, "cannot import module 'nope_module'"),
+])
+def test_a_plan_with_a_bad_profile_or_workload_writes_nothing(tmp_path, capsys, change, expected):
+    # Nothing of the run may be written before every input is checked: a validation.json left
+    # behind would make the corrected rerun demand --resume although nothing ran.
+    plan = _reference_plan_with(tmp_path, **change)
+    out = tmp_path / "o"
+    code, lines = _run(["validate", "--plan", str(plan), "--out", str(out), "--device", "cpu"], capsys)
+    assert code == 2 and len(lines) == 1
+    assert expected in lines[0]
+    assert not out.exists()
+
+
+def test_a_run_refused_after_taking_the_lock_gives_it_back(tmp_path, capsys, monkeypatch):
+    # the second look at --out (under the lock) refuses: the lock must not stay taken, or the
+    # next run in this process would be told the folder is in use (by itself)
+    import nasalloc.validate.cli as validate_cli
+    from nasalloc.errors import UserError
+
+    plan = _reference_plan_with(tmp_path, budget=2, gpus_per_node=2,
+                                **{f"algorithms.{a}.{field}": value for a in ("hyperband", "asha", "bohb")
+                                   for field, value in (("best", {"gpus_per_trial": 1.0}),
+                                                        ("worst", {"gpus_per_trial": 2.0}),
+                                                        ("splits", [{"gpus_per_trial": 1.0},
+                                                                    {"gpus_per_trial": 2.0}]))})
+    out = tmp_path / "o"
+    looks = []
+
+    def check_out(*args):
+        looks.append(args)
+        if len(looks) % 2 == 0:
+            raise UserError("a validation began meanwhile")
+
+    monkeypatch.setattr(validate_cli, "_check_out", check_out)
+    for _ in range(2):
+        code, lines = _run(["validate", "--plan", str(plan), "--out", str(out), "--device", "cpu",
+                            "--algorithms", "asha"], capsys)
+        assert code == 2 and lines == ["nasalloc: error: a validation began meanwhile"]
+    assert len(looks) == 4 and not (out / "validation.json").exists()

@@ -132,3 +132,20 @@ def test_resume_tells_the_scheduler_an_epoch_logged_after_the_last_saved_state()
     runner._catch_up(dict(logged, extra={"replay": True}, epoch=1))  # replays are never told
     assert runner.state.trials[starts[1].trial_id].reported == 1
     assert runner.scheduler.state_dict() == live.state_dict()
+
+
+def test_progress_and_table_read_durations_in_s_min_or_h():
+    import io
+
+    from nasalloc.validate.progress import Progress
+    from nasalloc.validate.report import format_table
+
+    stream = io.StringIO()
+    Progress("asha g=1", predicted_s=5400.0, stream=stream).line(42.0, "trial 0 stop @3")
+    assert "42.0 s of ~1.5 h predicted" in stream.getvalue()  # not "0.0 h of ~1.5 h", not "5400.0s"
+    row = {"algorithm": "asha", "which": "best", "gpus_per_trial": 1.0, "predicted_makespan_s": 5.8,
+           "resimulated_makespan_s": 95.0, "measured_makespan_s": 7200.0, "makespan_rel_error": 0.1,
+           "time_model_error": 0.05, "scheduling_error": 0.02, "predicted_best_metric": 0.9,
+           "measured_best_metric": 0.91, "trials": 4, "failed": 0, "status": "finished"}
+    line = format_table({"splits": [row], "algorithms": {}}).splitlines()[2]
+    assert "5.8 s" in line and "1.6 min" in line and "2.0 h" in line

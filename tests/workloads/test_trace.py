@@ -77,6 +77,9 @@ def test_writer_rejects_a_config_outside_its_header(tmp_path):
     (lambda f: f.assign(val_metric=f["val_metric"].astype(object).where(f.index != 0, "high")), "'val_metric' row 2"),
     (lambda f: f.assign(mode="maximize"), "'mode' row 2 is 'maximize', expected 'max' or 'min'"),
     (lambda f: f.assign(epoch_seconds=-1.0), "'epoch_seconds' row 2 is -1.0"),
+    (lambda f: f.assign(epoch_seconds=-1.0), "expected a finite number > 0"),
+    (lambda f: f.assign(epoch_seconds=0.0), "'epoch_seconds' row 2 is 0.0, expected a finite number > 0"),
+    (lambda f: f.assign(gpus_per_trial=0), "'gpus_per_trial' row 2 is 0, expected a finite number > 0"),
     (lambda f: f.assign(metric_name=["a", "b"] * (len(f) // 2)), "'metric_name' must be the same"),
 ])
 def test_malformed_trace_is_a_one_line_user_error(tmp_path, edit, message):
@@ -154,3 +157,12 @@ def test_space_from_values_holds_values_with_many_significant_digits():
     space = space_from_values(configs)
     for config in configs:
         Configuration(space, values=config)
+
+
+@pytest.mark.parametrize("text", ['{"schema": "nasalloc.profile/1"}', '{"schema": "nasalloc.plan/1"}\n', "[1, 2]\n"])
+def test_a_json_file_given_as_a_trace_says_so(tmp_path, text):
+    # a one-line JSON file without a final newline used to be "empty" (its only line read as torn)
+    path = tmp_path / "profile.json"
+    path.write_text(text)
+    with pytest.raises(UserError, match="is a JSON file, not a CSV trace"):
+        read_trace(path)
