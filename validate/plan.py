@@ -170,7 +170,8 @@ class Plan:
             words += ["--curves", self.curves_path]
         words += ["--algorithms", ",".join(self.algorithms)]
         for flag, key in (("--max-epochs", "max_t"), ("--min-epochs", "min_t"), ("--eta", "eta"),
-                          ("--trials", "trials"), ("--brackets", "brackets"), ("--semantics", "semantics")):
+                          ("--trials", "trials"), ("--brackets", "brackets"), ("--semantics", "semantics"),
+                          ("--ray-pending", "ray_pending")):
             if scheduler.get(key) is not None:
                 words += [flag, str(scheduler[key])]
         words += ["--seeds", str(len(seeds)), "--seed", str(seeds[0])]
