@@ -95,6 +95,8 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
     finally:
         lock.release()
     click.echo(summary_table(plan))
+    for warning in plan["warnings"]:
+        click.echo(f"warning: {warning}")
     click.echo(plan_input.source_line)
     elapsed = time.perf_counter() - began
     click.echo(f"simulated {sweep.simulated} run(s) ({sweep.epochs:,} trial-epochs; "

@@ -60,6 +60,7 @@ class SimulationResult:
     deadline_metric: float = math.nan        # best metric of any epoch ended by the deadline
     deadline_test_metric: float = math.nan
     sim_events: int = 0                      # SimPy events the run processed (for the bench)
+    model_based_trials: Optional[int] = None  # BOHB: configs its model proposed (others: None)
     events: list = field(default_factory=list)
 
     @property
@@ -78,6 +79,7 @@ class SimulationResult:
             "lower_bound_s": self.lower_bound_s, "deadline_s": self.deadline_s,
             "deadline_metric": None if self.deadline_s is None else self.deadline_metric,
             "deadline_test_metric": None if self.deadline_s is None else self.deadline_test_metric,
+            "model_based_trials": self.model_based_trials,
         }
 
 
@@ -259,7 +261,8 @@ class _Simulation:
             epochs=self.epochs, best_metric=best_metric, best_test_metric=best_test, best_trial_id=best_id,
             lower_bound_s=self.work_rel * self.one_gpu_epoch_s / self.split.budget, deadline_s=self.deadline_s,
             deadline_metric=deadline_metric, deadline_test_metric=deadline_test,
-            sim_events=self.epochs + self.yields, events=self.events)
+            sim_events=self.epochs + self.yields, events=self.events,
+            model_based_trials=getattr(self.scheduler, "model_based_picks", None))
 
     def best_trial(self):
         """The trial whose metric at its last epoch is best; ties go to the lower trial id."""

@@ -63,6 +63,9 @@ def summarize_splits(rows: list, spec) -> dict:
                 "lower_bound_s": _mean([r["lower_bound_s"] for r in runs]),
                 "trials": _mean([r["trials"] for r in runs]), "epochs": _mean([r["epochs"] for r in runs]),
                 "deadline_metric": _mean([r.get("deadline_metric") for r in runs]),
+                "model_based_share": _mean([float(r["model_based_trials"]) / float(r["trials"]) for r in runs
+                                            if r.get("model_based_trials") not in (None, "")
+                                            and float(r["trials"]) > 0]),
             })
         out[algorithm] = splits
     return out
@@ -140,7 +143,29 @@ def build_plan(spec, sweep, profile, table, objective: str, notes: list) -> dict
         "sweep_key": spec.key,
         "algorithms": algorithms,
         "notes": list(notes),
+        "warnings": planner_warnings(algorithms),
     }
+
+
+# BOHB proposes from its model with probability 1 - random_fraction (2/3 by default) once a
+# budget has a model; a split below half of that ran mostly as random search.
+MODEL_SHARE_WARNING = 1 / 3
+
+
+def planner_warnings(algorithms: dict) -> list:
+    """What a user of the plan should know that the makespan does not say."""
+    warnings = []
+    bohb = algorithms.get("bohb")
+    if bohb:
+        low = [s for s in bohb["splits"] if s.get("model_based_share") is not None
+               and s["model_based_share"] < MODEL_SHARE_WARNING]
+        if low:
+            shares = ", ".join(f"{split_label(s['gpus_per_trial'])} x{s['parallel_trials']}: "
+                               f"{s['model_based_share']:.0%}" for s in low)
+            warnings.append(f"bohb: at {shares} of configs came from BOHB's model; the rest were random "
+                            "(most trials started before any budget had min_points_in_model results), so "
+                            "those splits ran close to HyperBand with random sampling")
+    return warnings
 
 
 def write_report(out_dir, spec, sweep, profile, table, objective: str, notes: list, plots: bool = True) -> dict:

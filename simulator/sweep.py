@@ -38,7 +38,8 @@ COLUMNS = [
     "algorithm", "semantics", "budget", "gpus_per_node", "gpus_per_trial", "parallel_trials", "idle_gpus",
     "seed", "makespan_s", "gpu_hours", "busy_gpu_hours", "utilization", "trials", "epochs", "best_metric",
     "best_test_metric", "best_trial_id", "lower_bound_s", "deadline_s", "deadline_metric",
-    "deadline_test_metric", "max_t", "min_t", "eta", "trials_limit", "brackets_limit", "sweep_key",
+    "deadline_test_metric", "max_t", "min_t", "eta", "trials_limit", "brackets_limit", "model_based_trials",
+    "sweep_key",
 ]
 
 
