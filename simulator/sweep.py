@@ -186,7 +186,7 @@ def _typed(row: dict) -> dict:
             number = float(value)
             out[key] = int(number) if key in ("budget", "gpus_per_node", "parallel_trials", "idle_gpus", "seed",
                                               "trials", "epochs", "best_trial_id", "max_t", "min_t", "eta",
-                                              "trials_limit", "brackets_limit") else number
+                                              "trials_limit", "brackets_limit", "model_based_trials") else number
     return out
 
 

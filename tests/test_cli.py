@@ -17,7 +17,7 @@ def test_help_lists_every_subcommand():
     result = run("--help")
     assert result.returncode == 0
     listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].strip().splitlines()]
-    assert listed == ["profile", "simulate", "validate", "sbatch"]
+    assert listed == ["profile", "simulate", "validate", "sbatch", "import", "export"]
 
 
 def test_version():
