@@ -192,3 +192,45 @@ def parse_epochs(text: Optional[str]) -> list:
             raise ValueError(token)
         values.append(int(token))
     return sorted(set(values))
+
+
+# -- along training (one rank of a profiling job) ---------------------------------------------
+
+def noise_along_training(trainer, epochs: Sequence[int], micro_batches: int = 8, steps: int = 32, seed: int = 0,
+                         echo: Callable[[str], None] = lambda line: None) -> dict:
+    """Train ``trainer`` (one rank) up to each of ``epochs`` (0: before training) and measure
+    B_noise there with micro-batches of the trainer's global batch. Returns the profile's
+    ``noise_scale`` object (docs/formats.md)."""
+    batch_small = int(trainer.global_batch)
+    points, train_s, measure_s = [], 0.0, 0.0
+    metric = None
+    for target in sorted(set(int(e) for e in epochs)):
+        began = time.perf_counter()
+        while trainer.epoch < target:
+            metric = trainer.train_epoch().val_metric
+        train_s += time.perf_counter() - began
+        estimate, _, seconds = noise_scale_at(trainer, batch_small, micro_batches, steps,
+                                              seed=seed * 1000 + target)
+        measure_s += seconds
+        point = {"epoch": target, **estimate.to_dict(), "val_metric": metric, "seconds": seconds}
+        points.append(point)
+        echo(f"noise scale at epoch {target}: B_noise {estimate.b_noise:.1f} "
+             f"[{estimate.b_noise_ci95[0]:.1f}, {estimate.b_noise_ci95[1]:.1f}] ({seconds:.1f} s)")
+    return {"schema": NOISE_SCHEMA, "estimator": ESTIMATOR, "method": "micro-batches on one rank",
+            "global_batch": batch_small, "batch_small": batch_small, "batch_big": batch_small * micro_batches,
+            "micro_batches": micro_batches, "steps": steps, "sampling": "training set, with replacement",
+            "points": points, "train_seconds": train_s, "measure_seconds": measure_s}
+
+
+NOISE_SCHEMA = "nasalloc.noise_scale/1"
+
+
+def default_epochs(max_epochs: int) -> list:
+    """Powers of 3 up to the workload's ``max_epochs`` (81: 1, 3, 9, 27, 81): early to late."""
+    out, e = [], 1
+    while e <= max(1, int(max_epochs)):
+        out.append(e)
+        e *= 3
+    if out[-1] != max_epochs and max_epochs > 1:
+        out.append(int(max_epochs))
+    return out

@@ -182,6 +182,33 @@ def describe_measurement(m: dict, alone_epoch_s: Optional[float]) -> str:
             f"{sync_text}, peak {m['peak_memory_mb']:.0f} MB")
 
 
+def _measure_noise(request: ProfileRequest, scratch: Path, echo: Callable[[str], None]) -> dict:
+    """One single-rank job that trains the config and measures its gradient noise scale at
+    ``request.noise_epochs`` (:mod:`nasalloc.profiler.noisescale`)."""
+    result = scratch / "noise.json"
+    args = _worker_args(request, result, scratch / "noise.ckpt")
+    args += ["--noise-epochs", ",".join(map(str, request.noise_epochs)), "--noise-steps", str(request.noise_steps),
+             "--noise-micro-batches", str(request.noise_micro_batches)]
+    job = DDPJob(module=WORKER_MODULE, args=args, ranks=1, device=request.device, log_dir=scratch / "logs" / "noise",
+                 name="profile-noise", cpu_cores=_cpu_cores(request, [0]))
+    began = time.monotonic()
+    skip = _run_jobs(request, [job], "noise scale")
+    if skip:
+        echo(f"noise scale: skipped, {skip}")
+        return {"skipped": skip}
+    noise = json.loads(result.read_text())
+    noise["elapsed_s"] = time.monotonic() - began
+    for p in noise["points"]:
+        low, high = p["b_noise_ci95"]
+        interval = "" if low is None or high is None else f" [{low:.0f}, {high:.0f}]"
+        value = "n/a (no signal)" if p["b_noise"] is None else f"{p['b_noise']:.0f}"
+        echo(f"noise scale at epoch {p['epoch']}: B_noise {value}{interval} (95% bootstrap), "
+             f"at batch {noise['batch_small']} vs {noise['batch_big']}")
+    echo(f"noise scale: {len(noise['points'])} point(s) in {noise['elapsed_s']:.1f} s (training "
+         f"{noise['train_seconds']:.1f} s, measuring {noise['measure_seconds']:.1f} s)")
+    return noise
+
+
 def _report_g(request: ProfileRequest, measurements: list, measured: list, seconds: float,
               echo: Callable[[str], None]) -> None:
     """The progress line (and notes) of one measured g, its repeats pooled."""
@@ -273,7 +300,10 @@ def run_profile(request: ProfileRequest, echo: Callable[[str], None] = print) ->
                 atomic_write_json(request.out, build_profile(request, measurements, skipped, complete=False))
         if not any(m["kind"] == "ddp" for m in measurements):
             raise ProfileFailed("no GPU count could be measured: " + "; ".join(s["reason"] for s in skipped))
+        noise = _measure_noise(request, scratch, echo) if request.noise_epochs else None
         profile = build_profile(request, measurements, skipped, complete=True)
+        if noise is not None:
+            profile["noise_scale"] = noise
         profile["elapsed_s"] = time.monotonic() - began
         atomic_write_json(request.out, profile)
         return profile
