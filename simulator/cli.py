@@ -49,14 +49,21 @@ from nasalloc.errors import UserError
               help="Bracket shapes of Ray Tune or of the papers (Li et al.; HpBandSter).")
 @click.option("--seeds", type=int, default=10, show_default=True, help="Seeds per split.")
 @seed_option
-@click.option("--objective", type=click.Choice(["makespan", "deadline"]), default="makespan", show_default=True,
-              help="Shortest search, or best metric by --deadline.")
+@click.option("--objective", type=click.Choice(["makespan", "deadline", "accuracy-time"]), default="makespan",
+              show_default=True, help="Shortest search; best metric by --deadline; or accuracy-time: the "
+                                      "fastest split whose predicted best metric is within --tolerance of the best.")
 @click.option("--deadline", type=float, default=None, help="Seconds, with --objective deadline.")
+@click.option("--batch-policy", type=click.Choice(["global", "per_gpu"]), default=None,
+              help="per_gpu: the global batch grows with the GPUs per trial and curves are stretched with the "
+                   "profile's noise scale [default: the profile's workload.batch_policy, else global].")
+@click.option("--tolerance", type=float, default=0.01, show_default=True,
+              help="Metric tolerance of --objective accuracy-time and of the epochs-to-target column.")
 @out_option("results/simulate")
 @click.option("--jobs", type=int, default=None, help="Parallel processes [default: CPU count].")
 @quiet_option
 def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus_per_node, max_epochs, min_epochs,
-             eta, trials, brackets, semantics, seeds, seed, objective, deadline, out, jobs, quiet):
+             eta, trials, brackets, semantics, seeds, seed, objective, deadline, batch_policy, tolerance, out, jobs,
+             quiet):
     """Simulate every split of --budget GPUs and predict the fastest (plan.json, plots, records)."""
     from .setup import prepare
 
@@ -64,7 +71,8 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
     plan_input = _one_line_errors(prepare)(budget=budget, profile_path=profile_path, curves_path=curves_path, algorithms=algorithms,
                          gpus_per_trial=gpus_per_trial, gpus_per_node=gpus_per_node, max_epochs=max_epochs,
                          min_epochs=min_epochs, eta=eta, trials=trials, brackets=brackets, semantics=semantics,
-                         seeds=seeds, seed=seed, objective=objective, deadline=deadline, out=out, jobs=jobs)
+                         seeds=seeds, seed=seed, objective=objective, deadline=deadline, out=out, jobs=jobs,
+                         batch_policy=batch_policy, tolerance=tolerance)
     say = (lambda *a, **k: None) if quiet else (lambda text: click.echo(text, err=True))
     for note in plan_input.notes:
         say(f"note: {note}")
@@ -78,11 +86,17 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
 
     progress = None if quiet else _Progress()
     sweep = run_sweep(spec, plan_input.time_model, plan_input.table, plan_input.table.space, out,
-                      jobs=plan_input.jobs, progress=progress)
+                      jobs=plan_input.jobs, progress=progress, scaling=plan_input.scaling)
     if progress:
         progress.close()
-    plan = write_report(out, spec, sweep, plan_input.profile, plan_input.table, objective, plan_input.notes)
+    from .batchreport import annotate_plan, batch_table, plot_batch_scaling
+
+    plan = write_report(out, spec, sweep, plan_input.profile, plan_input.table, objective, plan_input.notes,
+                        annotate=lambda p: annotate_plan(p, plan_input.table, plan_input.scaling, plan_input.tolerance))
     click.echo(summary_table(plan))
+    if plan_input.scaling is not None and plan_input.scaling.active:
+        click.echo(batch_table(plan))
+        plot_batch_scaling(out, plan, plan_input.table.metric_name)
     click.echo(plan_input.source_line)
     elapsed = time.perf_counter() - began
     click.echo(f"simulated {sweep.simulated} run(s) ({sweep.epochs:,} trial-epochs; "
