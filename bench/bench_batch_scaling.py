@@ -50,6 +50,8 @@ def parse_args(argv=None):
     parser.add_argument("--base-epochs", type=int, default=81, help="epochs of the recorded B0 curves")
     parser.add_argument("--cap", type=int, default=600, help="most epochs a run at a larger batch may train")
     parser.add_argument("--noise-steps", type=int, default=32)
+    parser.add_argument("--ranks", type=int, default=2,
+                        help="also train per_gpu (batch B0 per rank) on 1 and this many gloo ranks (0: skip)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "data" / "batch_scaling"))
     return parser.parse_args(argv)
 
@@ -77,6 +79,44 @@ def train(config: dict, seed: int, epochs: int, target=None) -> list:
         if target is not None and curve[-1] >= target:
             break
     return curve
+
+
+def _ddp_rank(rank: int, world: int, port: int, config: dict, seed: int, epochs: int, target: float, out: str):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    import torch
+
+    torch.set_num_threads(1)
+    from nasalloc.workloads.digits import DigitsWorkload
+    from nasalloc.workloads.distributed import init_from_env
+
+    ctx = init_from_env("cpu")
+    trainer = DigitsWorkload(batch_policy="per_gpu").make_trainer(config, seed=seed)
+    curve = []
+    for _ in range(epochs):
+        curve.append(trainer.train_epoch().val_metric)   # every rank gets the same metric
+        if curve[-1] >= target:
+            break
+    if rank == 0:
+        Path(out).write_text(json.dumps({"curve": curve, "global_batch": trainer.global_batch}))
+    ctx.destroy()
+
+
+def train_ddp(config: dict, seed: int, ranks: int, epochs: int, target: float) -> tuple:
+    """A real gloo DDP run of ``ranks`` one-thread processes with the per_gpu policy."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as scratch:
+        out = str(Path(scratch) / "curve.json")
+        mp.start_processes(_ddp_rank, args=(ranks, port, config, seed, epochs, target, out), nprocs=ranks,
+                           start_method="spawn")
+        data = json.loads(Path(out).read_text())
+    return data["curve"], data["global_batch"]
 
 
 def untrained_accuracy(config: dict, seed: int) -> float:
@@ -164,20 +204,51 @@ def main(argv=None) -> int:
               f"{hits}, predicted {predicted:6.1f} {predicted_each}, error {r['error']:+.0%}  [{r['seconds']:.0f} s]",
               flush=True)
 
+    if args.ranks > 1:
+        # per_gpu on ranks: each rank keeps B0, the global batch is ranks x B0 (real DDP, gloo)
+        batch = args.base_batch * args.ranks
+        t0 = time.perf_counter()
+        tried = {}
+        for m in grid:
+            runs = [train_ddp(config_at(batch, m) | {"batch_size": args.base_batch}, s, args.ranks, args.cap, target)
+                    for s in seeds]
+            assert all(b == batch for _, b in runs), "the per_gpu policy did not give ranks x B0"
+            tried[m] = [c for c, _ in runs]
+        choice = min(grid, key=lambda m: mean_hits(tried[m], args.cap)[0])
+        measured, hits = mean_hits(tried[choice], args.cap)
+        predicted_each = []
+        for curve in recorded:
+            horizon = int(math.ceil(len(curve) * args.ranks)) + 2
+            hit = epochs_to_target(stretch_curve(curve, args.base_batch, batch, noise, initial=initial,
+                                                 horizon=horizon), target)
+            predicted_each.append(hit if hit is not None else horizon)
+        predicted = float(np.mean(predicted_each))
+        unchanged = mean_hits(recorded, args.base_epochs)[0]
+        rows.append({"batch": batch, "multiple": args.ranks, "ranks": args.ranks,
+                     "lr": config_at(batch, choice)["lr"], "lr_multiplier": choice, "measured_epochs": measured,
+                     "measured_per_seed": hits, "predicted_epochs": predicted, "predicted_per_seed": predicted_each,
+                     "error": (predicted - measured) / measured, "unchanged_error": (unchanged - measured) / measured,
+                     "linear_error": (unchanged * args.ranks - measured) / measured,
+                     "b_over_bnoise_final": batch / noise.final(), "seconds": time.perf_counter() - t0})
+        r = rows[-1]
+        print(f"B={batch:5d} per_gpu on {args.ranks} gloo ranks: lr {r['lr']:.4f} (x{choice:g}), measured "
+              f"{measured:6.1f} epochs {hits}, predicted {predicted:6.1f} {predicted_each}, error {r['error']:+.0%}  "
+              f"[{r['seconds']:.0f} s]", flush=True)
+
     elapsed = time.perf_counter() - began
-    header = (f"{'batch':>6} {'x B0':>5} {'lr':>8} {'measured ep.':>12} {'predicted ep.':>13} {'error':>7} "
+    header = (f"{'batch':>6} {'x B0':>5} {'ranks':>5} {'lr':>8} {'measured ep.':>12} {'predicted ep.':>13} {'error':>7} "
               f"{'same-epochs err':>15} {'B/B0-epochs err':>15} {'B/B_noise(end)':>14}")
-    lines = [header] + [f"{r['batch']:>6} {r['multiple']:>5} {r['lr']:>8.4f} {r['measured_epochs']:>12.1f} "
+    lines = [header] + [f"{r['batch']:>6} {r['multiple']:>5} {r.get('ranks', 1):>5} {r['lr']:>8.4f} {r['measured_epochs']:>12.1f} "
                         f"{r['predicted_epochs']:>13.1f} {r['error']:>+7.0%} {r['unchanged_error']:>+15.0%} "
                         f"{r['linear_error']:>+15.0%} {r['b_over_bnoise_final']:>14.2f}" for r in rows]
     table = "\n".join(lines)
     print()
     print(table)
-    errors = [abs(r["error"]) for r in rows if r["multiple"] > 1]
-    summary = (f"mean |error| of the noise-scale prediction over the larger batches: {np.mean(errors):.0%} "
-               f"(same-epochs: {np.mean([abs(r['unchanged_error']) for r in rows if r['multiple'] > 1]):.0%}, "
-               f"B/B0-epochs: {np.mean([abs(r['linear_error']) for r in rows if r['multiple'] > 1]):.0%}); "
-               f"{elapsed:.0f} s in all")
+    larger = [r for r in rows if r["multiple"] > 1 and r.get("ranks", 1) == 1]
+    summary = (f"one rank, mean |error| over the larger batches: noise-scale prediction "
+               f"{np.mean([abs(r['error']) for r in larger]):.0%}, same-epochs "
+               f"{np.mean([abs(r['unchanged_error']) for r in larger]):.0%}, B/B0-epochs "
+               f"{np.mean([abs(r['linear_error']) for r in larger]):.0%}; {elapsed:.0f} s in all")
     print(summary)
     write_results(Path(args.out), args, rows, table, summary, points, profile_command, target, initial, elapsed)
     return 0
@@ -196,11 +267,12 @@ def write_results(out: Path, args, rows, table, summary, points, profile_command
     import io
 
     buffer = io.StringIO()
-    keys = ["batch", "multiple", "lr", "lr_multiplier", "measured_epochs", "measured_per_seed", "predicted_epochs",
+    keys = ["batch", "multiple", "ranks", "lr", "lr_multiplier", "measured_epochs", "measured_per_seed", "predicted_epochs",
             "predicted_per_seed", "error", "unchanged_error", "linear_error", "b_over_bnoise_final", "seconds"]
     writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
     writer.writeheader()
     for r in rows:
+        r = {"ranks": 1, **r}
         writer.writerow({k: (json.dumps(r[k]) if isinstance(r[k], list) else r[k]) for k in keys})
     atomic_write_text(out.with_suffix(".csv"), buffer.getvalue())
     import torch
@@ -217,7 +289,8 @@ torch {torch.__version__}; {elapsed:.0f} s in all.
 
 Setup: digits' reference config (CNN, depth 2, 32 channels, Adam, lr 3e-3 at B0) on one CPU rank;
 base global batch B0 = {args.base_batch}; at each batch the lr is sqrt-scaled and tuned over the
-multipliers {args.lr_grid}; {args.seeds} seeds per (batch, lr). Target: validation accuracy
+multipliers {args.lr_grid}; {args.seeds} seeds per (batch, lr). The row with ranks > 1 is the
+per_gpu policy for real: {args.ranks} gloo DDP ranks (one thread each) with B0 per rank. Target: validation accuracy
 {target:.4f} (best of the mean B0 curve over {args.base_epochs} epochs minus {args.tolerance:g}); untrained
 accuracy {initial:.3f} (the stretched curves start there). Predicted: each seed's B0 curve stretched
 with the profiled B_noise by `nasalloc.simulator.batchscaling.stretch_curve`.
