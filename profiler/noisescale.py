@@ -111,8 +111,6 @@ def measure_noise_scale(model, loss_fn: Callable, draw: Callable[[int], tuple], 
     targets)`` the *mean* loss. Each of ``steps`` steps draws ``micro_batches`` micro-batches of
     ``batch_small``. Returns (:class:`NoiseScale`, per-step squared norms as a dict, seconds).
     """
-    import torch
-
     parameters = [p for p in model.parameters() if p.requires_grad]
     small_sq, big_sq = [], []
     began = time.perf_counter()
@@ -134,7 +132,6 @@ def measure_noise_scale(model, loss_fn: Callable, draw: Callable[[int], tuple], 
     seconds = time.perf_counter() - began
     estimate = estimate_noise_scale(small_sq, big_sq, batch_small, batch_small * micro_batches,
                                     bootstrap=bootstrap, seed=seed)
-    del torch
     return estimate, {"small_sq": small_sq, "big_sq": big_sq}, seconds
 
 
