@@ -231,3 +231,48 @@ def default_epochs(max_epochs: int) -> list:
     if out[-1] != max_epochs and max_epochs > 1:
         out.append(int(max_epochs))
     return out
+
+
+# -- under DDP: a rank's local gradient and the all-reduced one --------------------------------
+
+class DDPNoiseProbe:
+    """Collects, per training step of a DDP :class:`ClassifierTrainer`, the squared norm of this
+    rank's local gradient (its shard of ``batch / world`` samples, seen in the all-reduce hook
+    before the reduction) and of the all-reduced gradient (the whole global batch, read from
+    the parameters after ``backward``): the two batch sizes of the estimator, at no extra
+    forward or backward pass. Attach with ``trainer.noise_probe = DDPNoiseProbe()``.
+
+    Samples of one step are drawn without replacement (disjoint shards of one permutation), so
+    the sizes are exact but the independence the estimator assumes holds only up to the
+    finite-population factor (N - B) / (N - 1) of the training set of N samples.
+    """
+
+    def __init__(self):
+        self.local_sq: list = []
+        self.global_sq: list = []
+        self._pending = 0.0
+
+    def add_local(self, buffer) -> None:
+        """A gradient bucket of this rank, before the all-reduce (called by the comm hook)."""
+        self._pending += float(buffer.detach().double().pow(2).sum())
+
+    def end_step(self, module) -> None:
+        """After ``backward``: the parameters hold the all-reduced (global-batch mean) gradient."""
+        total = 0.0
+        for p in module.parameters():
+            if p.grad is not None:
+                total += float(p.grad.detach().double().pow(2).sum())
+        self.local_sq.append(self._pending)
+        self.global_sq.append(total)
+        self._pending = 0.0
+
+    def estimate(self, ctx, global_batch: int, bootstrap: int = 2000, seed: int = 0) -> Optional[NoiseScale]:
+        """Collective: the estimate from every rank's steps (None without steps). |G_small|^2 of a
+        step is the mean over ranks of their local squared norms."""
+        steps = len(self.global_sq)
+        if steps == 0 or ctx.world_size < 2:
+            return None
+        summed = ctx.all_reduce_sum([float(x) for x in self.local_sq])
+        small = [x / ctx.world_size for x in summed]
+        return estimate_noise_scale(small, self.global_sq, global_batch // ctx.world_size, global_batch,
+                                    bootstrap=bootstrap, seed=seed)

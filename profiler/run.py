@@ -46,7 +46,7 @@ def _worker_args(request: ProfileRequest, result: Path, checkpoint: Path) -> lis
     return ["--result", str(result), "--workload", request.workload, "--config", json.dumps(request.config),
             "--options", json.dumps(request.workload_options), "--seed", str(request.seed),
             "--device", request.device, "--warmup", str(request.warmup), "--epochs", str(request.epochs),
-            "--checkpoint", str(checkpoint)]
+            "--checkpoint", str(checkpoint)] + (["--ddp-noise"] if request.noise_epochs else [])
 
 
 def _run_jobs(request: ProfileRequest, jobs: list, label: str, attempt: int = 0) -> Optional[str]:
@@ -157,8 +157,11 @@ def _common(data: dict) -> dict:
     keep = ("epoch_seconds", "samples_per_second", "sync_fraction", "startup_s", "checkpoint_save_s",
             "checkpoint_load_s", "eval_s", "peak_memory_mb", "peak_memory_kind", "train_seconds",
             "eval_seconds", "samples", "val_metric", "ranks", "backend", "global_batch", "steps_per_epoch",
-            "environment", "workload", "torch_threads")
-    return {key: data.get(key) for key in keep}
+            "environment", "workload", "torch_threads", "noise_scale")
+    out = {key: data.get(key) for key in keep}
+    if out["noise_scale"] is None:
+        out.pop("noise_scale")  # one rank, no warm-up, or not asked for
+    return out
 
 
 def _mean(values) -> Optional[float]:
@@ -224,6 +227,14 @@ def _report_g(request: ProfileRequest, measurements: list, measured: list, secon
                   sync_fraction=[x for m in measured for x in m["sync_fraction"]],
                   startup_s=_mean(m["startup_s"] for m in measured))
     echo(f"{describe_measurement(pooled, alone)}  [{seconds:.1f} s]")
+    for m in measured:
+        noise = m.get("noise_scale")
+        if noise:
+            value = "n/a (no signal)" if noise["b_noise"] is None else f"{noise['b_noise']:.0f}"
+            low, high = noise["b_noise_ci95"]
+            interval = "" if low is None or high is None else f" [{low:.0f}, {high:.0f}]"
+            echo(f"  noise scale over the warm-up epoch(s), local vs all-reduced gradients "
+                 f"({noise['batch_small']} vs {noise['batch_big']}, {noise['steps']} steps): B_noise {value}{interval}")
 
 
 def build_profile(request: ProfileRequest, measurements: list, skipped: list, complete: bool) -> dict:

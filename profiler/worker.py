@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--group-index", type=int, default=0)
     parser.add_argument("--noise-epochs", default=None,
                         help="measure the gradient noise scale at these epochs (e.g. 1,9,27) instead of timing")
+    parser.add_argument("--ddp-noise", action="store_true",
+                        help="with 2+ ranks: estimate the noise scale from the local and all-reduced gradients "
+                             "of the warm-up epochs")
     parser.add_argument("--noise-steps", type=int, default=32)
     parser.add_argument("--noise-micro-batches", type=int, default=8)
     return parser.parse_args(argv)
@@ -147,8 +150,20 @@ def measure(args: argparse.Namespace) -> tuple:
     if group is not None:
         group.wait("ready")
 
+    probe = None
+    if args.ddp_noise and ctx.world_size > 1 and args.warmup > 0 and hasattr(trainer, "noise_probe"):
+        from .noisescale import DDPNoiseProbe
+
+        probe = trainer.noise_probe = DDPNoiseProbe()  # warm-up epochs only: the timed ones stay untouched
     for _ in range(args.warmup):
         trainer.train_epoch()
+    ddp_noise = None
+    if probe is not None:
+        trainer.noise_probe = None
+        estimate = probe.estimate(ctx, trainer.global_batch, seed=args.seed)
+        if estimate is not None:
+            ddp_noise = {**estimate.to_dict(), "epochs": list(range(1, args.warmup + 1)),
+                         "method": "DDP: each rank's local gradient vs the all-reduced one, warm-up epochs"}
 
     epochs = []
     for _ in range(args.epochs):
@@ -208,6 +223,7 @@ def measure(args: argparse.Namespace) -> tuple:
         "workload": describe,
         "environment": software_and_hardware(ctx.device),
         "torch_threads": torch.get_num_threads(),
+        "noise_scale": ddp_noise,
     }
 
 

@@ -96,6 +96,13 @@ def test_cpu_profile_measures_the_gradient_noise_scale_along_training(cpu_profil
     assert noise["elapsed_s"] >= noise["train_seconds"] + noise["measure_seconds"] > 0
     assert "noise scale at epoch 3: B_noise" in done.stdout
     assert out.with_name("profile_noise.png").read_bytes()[:4] == b"\x89PNG"
+    one, two = json.loads(out.read_text())["measurements"]
+    assert "noise_scale" not in one                       # one rank: no local vs reduced pair
+    ddp = two["noise_scale"]                              # two ranks: from the warm-up epoch, for free
+    assert ddp["method"].startswith("DDP") and ddp["epochs"] == [1]
+    assert (ddp["batch_small"], ddp["batch_big"], ddp["steps"]) == (32, 64, 1078 // 64)
+    assert isinstance(ddp["grad_sq"], float) and isinstance(ddp["trace_sigma"], float)
+    assert "noise scale over the warm-up epoch(s), local vs all-reduced" in done.stdout
 
 
 def test_old_profiles_without_a_noise_scale_still_load():
