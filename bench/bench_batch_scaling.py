@@ -7,7 +7,8 @@ global batch B0 and at 4x, 16x and 64x it:
    (``noise_scale`` of profile.json, epochs 0, 1, 3, 9, 27, 81);
 2. at every batch B the learning rate is tuned the cheap way the model assumes is done: the
    square-root rule for Adam (lr0 * sqrt(B/B0)) times each multiplier of ``--lr-grid``, the
-   multiplier with the fewest mean epochs to the target kept;
+   multiplier with the fewest mean epochs to the target kept (``--optimizer sgd``: SGD with
+   momentum 0.9 and the linear rule, where McCandlish et al. derive the model);
 3. the target is the best of the mean B0 curve (over seeds, 81 epochs, base lr) minus
    ``--tolerance``; a run's epochs-to-target is the first epoch its validation accuracy reaches it;
 4. predicted epochs-to-target at B: each seed's B0 curve (tuned lr) stretched by
@@ -45,7 +46,12 @@ def parse_args(argv=None):
     parser.add_argument("--base-batch", type=int, default=16)
     parser.add_argument("--multiples", default="1,4,16,64")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--lr-grid", default="0.5,1,2", help="multipliers of the sqrt-scaled lr tried at each batch")
+    parser.add_argument("--lr-grid", default="0.5,1,2", help="multipliers of the scaled lr tried at each batch")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                        help="the reference config's optimizer (adam) or SGD with momentum 0.9")
+    parser.add_argument("--lr", type=float, default=None, help="lr at B0 [default: the reference config's]")
+    parser.add_argument("--lr-rule", choices=("sqrt", "linear"), default=None,
+                        help="how the lr grows with the batch [default: sqrt for adam, linear for sgd]")
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--base-epochs", type=int, default=81, help="epochs of the recorded B0 curves")
     parser.add_argument("--cap", type=int, default=600, help="most epochs a run at a larger batch may train")
@@ -56,10 +62,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def profile_noise(base_batch: int, steps: int, scratch: Path) -> tuple:
+def profile_noise(config: dict, steps: int, scratch: Path) -> tuple:
     out = scratch / "profile.json"
     command = [sys.executable, "-m", "nasalloc", "profile", "--gpus", "1", "--device", "cpu", "--workload", "digits",
-               "--config", json.dumps({"batch_size": base_batch}), "--warmup", "0", "--epochs", "1",
+               "--config", json.dumps(config), "--warmup", "0", "--epochs", "1",
                "--noise-epochs", "0,1,3,9,27,81", "--noise-steps", str(steps), "--out", str(out)]
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
@@ -143,11 +149,16 @@ def main(argv=None) -> int:
     multiples = [int(m) for m in args.multiples.split(",")]
     grid = [float(m) for m in args.lr_grid.split(",")]
     seeds = list(range(args.seeds))
-    base = dict(DigitsWorkload().reference_config(), batch_size=args.base_batch)
+    base = dict(DigitsWorkload().reference_config(), batch_size=args.base_batch, optimizer=args.optimizer)
+    if args.lr is not None:
+        base["lr"] = args.lr
     lr0 = float(base["lr"])
+    rule = args.lr_rule or ("sqrt" if args.optimizer == "adam" else "linear")
+    changed = {k: base[k] for k in ("batch_size", "optimizer", "lr")
+               if base[k] != DigitsWorkload().reference_config()[k]}
 
     with tempfile.TemporaryDirectory() as scratch:
-        profile, profile_s, profile_command = profile_noise(args.base_batch, args.noise_steps, Path(scratch))
+        profile, profile_s, profile_command = profile_noise(changed, args.noise_steps, Path(scratch))
     noise = NoiseScaleCurve.from_profile(profile)
     points = profile["noise_scale"]["points"]
     print(f"profiled B_noise of digits' reference config at B0={args.base_batch} in {profile_s:.0f} s "
@@ -157,7 +168,8 @@ def main(argv=None) -> int:
               f"{p['b_noise_ci95'][1]:.1f}]")
 
     def config_at(batch: int, multiplier: float) -> dict:
-        return dict(base, batch_size=batch, lr=lr0 * math.sqrt(batch / args.base_batch) * multiplier)
+        scale = batch / args.base_batch
+        return dict(base, batch_size=batch, lr=lr0 * (math.sqrt(scale) if rule == "sqrt" else scale) * multiplier)
 
     # B0 curves at the base lr define the target.
     t0 = time.perf_counter()
@@ -250,11 +262,13 @@ def main(argv=None) -> int:
                f"{np.mean([abs(r['unchanged_error']) for r in larger]):.0%}, B/B0-epochs "
                f"{np.mean([abs(r['linear_error']) for r in larger]):.0%}; {elapsed:.0f} s in all")
     print(summary)
-    write_results(Path(args.out), args, rows, table, summary, points, profile_command, target, initial, elapsed)
+    write_results(Path(args.out), args, rows, table, summary, points, profile_command, target, initial, elapsed,
+                  lr0, rule)
     return 0
 
 
-def write_results(out: Path, args, rows, table, summary, points, profile_command, target, initial, elapsed):
+def write_results(out: Path, args, rows, table, summary, points, profile_command, target, initial, elapsed,
+                  lr0, rule):
     import csv
 
     from nasalloc.io import atomic_write_text
@@ -287,8 +301,8 @@ Written by `python bench/bench_batch_scaling.py {' '.join(sys.argv[1:])}` on
 {platform.node()} ({os.cpu_count()} cores, one torch thread), Python {platform.python_version()},
 torch {torch.__version__}; {elapsed:.0f} s in all.
 
-Setup: digits' reference config (CNN, depth 2, 32 channels, Adam, lr 3e-3 at B0) on one CPU rank;
-base global batch B0 = {args.base_batch}; at each batch the lr is sqrt-scaled and tuned over the
+Setup: digits' reference config (CNN, depth 2, 32 channels) with {args.optimizer}, lr {lr0:g} at B0, on one
+CPU rank; base global batch B0 = {args.base_batch}; at each batch the lr is {rule}-scaled and tuned over the
 multipliers {args.lr_grid}; {args.seeds} seeds per (batch, lr). The row with ranks > 1 is the
 per_gpu policy for real: {args.ranks} gloo DDP ranks (one thread each) with B0 per rank. Target: validation accuracy
 {target:.4f} (best of the mean B0 curve over {args.base_epochs} epochs minus {args.tolerance:g}); untrained
