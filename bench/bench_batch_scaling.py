@@ -291,6 +291,8 @@ def write_results(out: Path, args, rows, table, summary, points, profile_command
     atomic_write_text(out.with_suffix(".csv"), buffer.getvalue())
     import torch
 
+    ranks_text = (f" The row with ranks > 1 is the per_gpu policy for real: {args.ranks} gloo DDP ranks "
+                  f"(one thread each) with B0 per rank." if args.ranks > 1 else "")
     noise_lines = "\n".join(f"| {p['epoch']} | {p['b_noise']:.1f} | [{p['b_noise_ci95'][0]:.1f}, "
                             f"{p['b_noise_ci95'][1]:.1f}] | {p['val_metric'] if p['val_metric'] is not None else '-'} |"
                             for p in points)
@@ -303,8 +305,7 @@ torch {torch.__version__}; {elapsed:.0f} s in all.
 
 Setup: digits' reference config (CNN, depth 2, 32 channels) with {args.optimizer}, lr {lr0:g} at B0, on one
 CPU rank; base global batch B0 = {args.base_batch}; at each batch the lr is {rule}-scaled and tuned over the
-multipliers {args.lr_grid}; {args.seeds} seeds per (batch, lr). The row with ranks > 1 is the
-per_gpu policy for real: {args.ranks} gloo DDP ranks (one thread each) with B0 per rank. Target: validation accuracy
+multipliers {args.lr_grid}; {args.seeds} seeds per (batch, lr).{ranks_text} Target: validation accuracy
 {target:.4f} (best of the mean B0 curve over {args.base_epochs} epochs minus {args.tolerance:g}); untrained
 accuracy {initial:.3f} (the stretched curves start there). Predicted: each seed's B0 curve stretched
 with the profiled B_noise by `nasalloc.simulator.batchscaling.stretch_curve`.
