@@ -47,7 +47,7 @@ def main() -> int:
 
     gpus = sorted({g.strip() for g in args.splits.split(",")} | {"1"}, key=lambda g: float(Fraction(g)))
     nasalloc("profile", "--gpus", ",".join(gpus), "--device", "cpu", "--workload", "digits",
-             "--launcher", "local", "--out", out / "profile.json")
+             "--launcher", "local", "--noise-epochs", "none", "--out", out / "profile.json")
     curves = ["--curves", args.curves] if args.curves else []
     nasalloc("simulate", "--profile", out / "profile.json", "--budget", args.budget, "--gpus-per-node",
              args.budget, "--gpus-per-trial", args.splits, "--algorithms", args.algorithms,

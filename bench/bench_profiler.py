@@ -68,6 +68,7 @@ def run_profile(warmup: int, epochs: int, scratch: Path) -> tuple:
     began = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "nasalloc", "profile", "--gpus", "1,2", "--device", "cpu",
                            "--workload", "digits", "--warmup", str(warmup), "--epochs", str(epochs), "--quiet",
+                           "--noise-epochs", "none",  # the timing profiler's overhead only (noise: bench_batch_scaling)
                            "--out", str(out)], capture_output=True, text=True)
     wall = time.perf_counter() - began
     if done.returncode != 0:

@@ -37,10 +37,19 @@ DEFAULT_GPUS = "1,2,4,8,16"
               help="Profile file to write; the plot goes beside it (.png).")
 @click.option("--timeout", "timeout_s", type=float, default=None,
               help="Seconds one measuring job may take before it is stopped (default: no limit).")
+@click.option("--noise-epochs", default="auto", show_default=True,
+              help="Epochs at which one rank measures the gradient noise scale of the config (0: before "
+                   "training): a list, auto (1, 3, 9, ... up to the workload's max_epochs) or none.")
+@click.option("--noise-steps", type=int, default=32, show_default=True,
+              help="Steps (big batches of --noise-micro-batches micro-batches) per noise-scale point.")
+@click.option("--noise-micro-batches", type=int, default=8, show_default=True,
+              help="Micro-batches of the config's batch per big batch (the two sizes of the estimator).")
+@click.option("--batch-policy", type=click.Choice(["global", "per_gpu"]), default=None,
+              help="The workload's batch policy [default: the workload's own].")
 @seed_option
 @quiet_option
 def profile(gpus, workload, config, warmup, epochs, steps, repeats, launcher, gpus_per_node, device, data_dir,
-            out, timeout_s, seed, quiet):
+            out, timeout_s, noise_epochs, noise_steps, noise_micro_batches, batch_policy, seed, quiet):
     """Measure real DDP epochs of a workload on each GPU count and fit the scaling model.
 
     \b
@@ -64,7 +73,8 @@ def profile(gpus, workload, config, warmup, epochs, steps, repeats, launcher, gp
     request = prepare(gpus=gpus, workload=workload, config=config, warmup=warmup, epochs=epochs, steps=steps,
                       repeats=repeats, launcher=chosen_launcher, device=device, data_dir=data_dir, out=out,
                       seed=seed, gpus_per_node=gpus_per_node, timeout_s=timeout_s,
-                      command=_command_line(click.get_current_context()))
+                      command=_command_line(click.get_current_context()), noise_epochs=noise_epochs,
+                      noise_steps=noise_steps, noise_micro_batches=noise_micro_batches, batch_policy=batch_policy)
     from nasalloc.io import file_output_lock
 
     with file_output_lock(request.out):  # one run writes a profile at a time
@@ -80,6 +90,10 @@ def profile(gpus, workload, config, warmup, epochs, steps, repeats, launcher, gp
         from .summary import format_summary
 
         plot = plot_profile(result, request.plot_path)
+        if result.get("noise_scale", {}).get("points"):
+            from .noiseplot import plot_noise_scale
+
+            plot = f"{plot} and {plot_noise_scale(result, request.noise_plot_path)}"
         click.echo(format_summary(result))
         measured = len({m["gpus"] for m in result["measurements"]})
         click.echo(f"profiled {measured} GPU count(s), skipped {len(result['skipped'])} in {result['elapsed_s']:.1f} s: "

@@ -89,16 +89,24 @@ class ProfileRequest:
     command: str = ""
     nodes: dict = field(default_factory=dict)   # g -> nodes its job spans
     added_baseline: bool = False                # g = 1 added for co-location's baseline
+    noise_epochs: list = field(default_factory=list)  # epochs to measure the gradient noise scale at
+    noise_steps: int = 32
+    noise_micro_batches: int = 8
 
     @property
     def plot_path(self) -> Path:
         return self.out.with_suffix(".png")
 
+    @property
+    def noise_plot_path(self) -> Path:
+        return self.out.with_name(self.out.stem + "_noise.png")
+
 
 def prepare(*, gpus: str, workload: str, config: Optional[str], warmup: int, epochs: int,
             steps: Optional[int], repeats: int, launcher: Launcher, device: str, data_dir: Optional[str],
             out: str, seed: int, gpus_per_node: Optional[int] = None, timeout_s: Optional[float] = None,
-            command: str = "") -> ProfileRequest:
+            command: str = "", noise_epochs: Optional[str] = None, noise_steps: int = 32,
+            noise_micro_batches: int = 8, batch_policy: Optional[str] = None) -> ProfileRequest:
     """Validate every input (nothing is run or written yet) and return the request."""
     from nasalloc.workloads.distributed import resolve_device
     from nasalloc.workloads.registry import load_workload
@@ -125,18 +133,46 @@ def prepare(*, gpus: str, workload: str, config: Optional[str], warmup: int, epo
         options["data_dir"] = str(Path(data_dir).resolve())
     if steps is not None:
         options["steps_per_epoch"] = steps
+    if batch_policy is not None:
+        from nasalloc.workloads.training import BATCH_POLICIES
+
+        if batch_policy not in BATCH_POLICIES:
+            raise UserError(f"--batch-policy {batch_policy!r} is not one of {', '.join(BATCH_POLICIES)}")
+        options["batch_policy"] = batch_policy
     chosen = load_workload(workload, **options)
+    if batch_policy is not None and getattr(chosen, "batch_policy", None) != batch_policy:
+        raise UserError(f"--batch-policy {batch_policy}: workload {workload!r} does not take a batch policy")
+    epochs_list = _noise_epochs(noise_epochs, chosen)
+    for name, value in (("--noise-steps", noise_steps), ("--noise-micro-batches", noise_micro_batches)):
+        if value < 2:
+            raise UserError(f"{name} must be >= 2, got {value}")
     resolved = resolve_device(device)
     request = ProfileRequest(gpus=counts, workload=workload, workload_options=options,
                              config=load_config(config, chosen.reference_config(), _hyperparameters(chosen)),
                              device=resolved,
                              launcher=launcher, out=out_path, warmup=warmup, epochs=epochs, repeats=repeats,
-                             seed=seed, timeout_s=timeout_s, gpus_per_node=gpus_per_node, command=command)
+                             seed=seed, timeout_s=timeout_s, gpus_per_node=gpus_per_node, command=command,
+                             noise_epochs=epochs_list, noise_steps=noise_steps,
+                             noise_micro_batches=noise_micro_batches)
     if any(g < 1 for g in counts) and 1.0 not in counts:
         request.gpus = [1.0] + counts  # co-location slowdown is against a trial alone on one GPU
         request.added_baseline = True
     _check_capacity(request)
     return request
+
+
+def _noise_epochs(text: Optional[str], workload) -> list:
+    """``--noise-epochs``: 'auto' (powers of 3 up to the workload's max_epochs, else 81),
+    'none', or a list of epochs >= 0."""
+    from .noisescale import default_epochs, parse_epochs
+
+    if text is None or str(text).strip().lower() == "auto":
+        return default_epochs(int(getattr(workload, "max_epochs", 81) or 81))
+    try:
+        return parse_epochs(text)
+    except ValueError as err:
+        raise UserError(f"--noise-epochs value {str(err)!r} is not a whole number of epochs >= 0 "
+                        f"(expected e.g. 1,9,27, auto or none)") from None
 
 
 def _hyperparameters(workload) -> Optional[list]:

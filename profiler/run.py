@@ -46,7 +46,7 @@ def _worker_args(request: ProfileRequest, result: Path, checkpoint: Path) -> lis
     return ["--result", str(result), "--workload", request.workload, "--config", json.dumps(request.config),
             "--options", json.dumps(request.workload_options), "--seed", str(request.seed),
             "--device", request.device, "--warmup", str(request.warmup), "--epochs", str(request.epochs),
-            "--checkpoint", str(checkpoint)]
+            "--checkpoint", str(checkpoint)] + (["--ddp-noise"] if request.noise_epochs else [])
 
 
 def _run_jobs(request: ProfileRequest, jobs: list, label: str, attempt: int = 0) -> Optional[str]:
@@ -157,8 +157,11 @@ def _common(data: dict) -> dict:
     keep = ("epoch_seconds", "samples_per_second", "sync_fraction", "startup_s", "checkpoint_save_s",
             "checkpoint_load_s", "eval_s", "peak_memory_mb", "peak_memory_kind", "train_seconds",
             "eval_seconds", "samples", "val_metric", "ranks", "backend", "global_batch", "steps_per_epoch",
-            "environment", "workload", "torch_threads")
-    return {key: data.get(key) for key in keep}
+            "environment", "workload", "torch_threads", "noise_scale")
+    out = {key: data.get(key) for key in keep}
+    if out["noise_scale"] is None:
+        out.pop("noise_scale")  # one rank, no warm-up, or not asked for
+    return out
 
 
 def _mean(values) -> Optional[float]:
@@ -182,6 +185,33 @@ def describe_measurement(m: dict, alone_epoch_s: Optional[float]) -> str:
             f"{sync_text}, peak {m['peak_memory_mb']:.0f} MB")
 
 
+def _measure_noise(request: ProfileRequest, scratch: Path, echo: Callable[[str], None]) -> dict:
+    """One single-rank job that trains the config and measures its gradient noise scale at
+    ``request.noise_epochs`` (:mod:`nasalloc.profiler.noisescale`)."""
+    result = scratch / "noise.json"
+    args = _worker_args(request, result, scratch / "noise.ckpt")
+    args += ["--noise-epochs", ",".join(map(str, request.noise_epochs)), "--noise-steps", str(request.noise_steps),
+             "--noise-micro-batches", str(request.noise_micro_batches)]
+    job = DDPJob(module=WORKER_MODULE, args=args, ranks=1, device=request.device, log_dir=scratch / "logs" / "noise",
+                 name="profile-noise", cpu_cores=_cpu_cores(request, [0]))
+    began = time.monotonic()
+    skip = _run_jobs(request, [job], "noise scale")
+    if skip:
+        echo(f"noise scale: skipped, {skip}")
+        return {"skipped": skip}
+    noise = json.loads(result.read_text())
+    noise["elapsed_s"] = time.monotonic() - began
+    for p in noise["points"]:
+        low, high = p["b_noise_ci95"]
+        interval = "" if low is None or high is None else f" [{low:.0f}, {high:.0f}]"
+        value = "n/a (no signal)" if p["b_noise"] is None else f"{p['b_noise']:.0f}"
+        echo(f"noise scale at epoch {p['epoch']}: B_noise {value}{interval} (95% bootstrap), "
+             f"at batch {noise['batch_small']} vs {noise['batch_big']}")
+    echo(f"noise scale: {len(noise['points'])} point(s) in {noise['elapsed_s']:.1f} s (training "
+         f"{noise['train_seconds']:.1f} s, measuring {noise['measure_seconds']:.1f} s)")
+    return noise
+
+
 def _report_g(request: ProfileRequest, measurements: list, measured: list, seconds: float,
               echo: Callable[[str], None]) -> None:
     """The progress line (and notes) of one measured g, its repeats pooled."""
@@ -197,6 +227,14 @@ def _report_g(request: ProfileRequest, measurements: list, measured: list, secon
                   sync_fraction=[x for m in measured for x in m["sync_fraction"]],
                   startup_s=_mean(m["startup_s"] for m in measured))
     echo(f"{describe_measurement(pooled, alone)}  [{seconds:.1f} s]")
+    for m in measured:
+        noise = m.get("noise_scale")
+        if noise:
+            value = "n/a (no signal)" if noise["b_noise"] is None else f"{noise['b_noise']:.0f}"
+            low, high = noise["b_noise_ci95"]
+            interval = "" if low is None or high is None else f" [{low:.0f}, {high:.0f}]"
+            echo(f"  noise scale over the warm-up epoch(s), local vs all-reduced gradients "
+                 f"({noise['batch_small']} vs {noise['batch_big']}, {noise['steps']} steps): B_noise {value}{interval}")
 
 
 def build_profile(request: ProfileRequest, measurements: list, skipped: list, complete: bool) -> dict:
@@ -273,7 +311,10 @@ def run_profile(request: ProfileRequest, echo: Callable[[str], None] = print) ->
                 atomic_write_json(request.out, build_profile(request, measurements, skipped, complete=False))
         if not any(m["kind"] == "ddp" for m in measurements):
             raise ProfileFailed("no GPU count could be measured: " + "; ".join(s["reason"] for s in skipped))
+        noise = _measure_noise(request, scratch, echo) if request.noise_epochs else None
         profile = build_profile(request, measurements, skipped, complete=True)
+        if noise is not None:
+            profile["noise_scale"] = noise
         profile["elapsed_s"] = time.monotonic() - began
         atomic_write_json(request.out, profile)
         return profile

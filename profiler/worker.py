@@ -52,6 +52,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--group-dir", default=None)
     parser.add_argument("--group-size", type=int, default=1)
     parser.add_argument("--group-index", type=int, default=0)
+    parser.add_argument("--noise-epochs", default=None,
+                        help="measure the gradient noise scale at these epochs (e.g. 1,9,27) instead of timing")
+    parser.add_argument("--ddp-noise", action="store_true",
+                        help="with 2+ ranks: estimate the noise scale from the local and all-reduced gradients "
+                             "of the warm-up epochs")
+    parser.add_argument("--noise-steps", type=int, default=32)
+    parser.add_argument("--noise-micro-batches", type=int, default=8)
     return parser.parse_args(argv)
 
 
@@ -143,8 +150,20 @@ def measure(args: argparse.Namespace) -> tuple:
     if group is not None:
         group.wait("ready")
 
+    probe = None
+    if args.ddp_noise and ctx.world_size > 1 and args.warmup > 0 and hasattr(trainer, "noise_probe"):
+        from .noisescale import DDPNoiseProbe
+
+        probe = trainer.noise_probe = DDPNoiseProbe()  # warm-up epochs only: the timed ones stay untouched
     for _ in range(args.warmup):
         trainer.train_epoch()
+    ddp_noise = None
+    if probe is not None:
+        trainer.noise_probe = None
+        estimate = probe.estimate(ctx, trainer.global_batch, seed=args.seed)
+        if estimate is not None:
+            ddp_noise = {**estimate.to_dict(), "epochs": list(range(1, args.warmup + 1)),
+                         "method": "DDP: each rank's local gradient vs the all-reduced one, warm-up epochs"}
 
     epochs = []
     for _ in range(args.epochs):
@@ -204,7 +223,27 @@ def measure(args: argparse.Namespace) -> tuple:
         "workload": describe,
         "environment": software_and_hardware(ctx.device),
         "torch_threads": torch.get_num_threads(),
+        "noise_scale": ddp_noise,
     }
+
+
+def measure_noise(args: argparse.Namespace) -> tuple:
+    """A noise-scale job (one rank): train the config, measure B_noise at ``--noise-epochs``."""
+    launched = _launch_time()
+    from nasalloc.workloads.distributed import init_from_env
+    from nasalloc.workloads.registry import load_workload
+
+    from .noisescale import noise_along_training, parse_epochs
+
+    ctx = init_from_env(args.device)
+    workload = load_workload(args.workload, **json.loads(args.options))
+    trainer = workload.make_trainer(json.loads(args.config), seed=args.seed, device=args.device)
+    startup_s = time.time() - launched
+    result = noise_along_training(trainer, parse_epochs(args.noise_epochs), micro_batches=args.noise_micro_batches,
+                                  steps=args.noise_steps, seed=args.seed,
+                                  echo=lambda line: print(line, file=sys.stderr, flush=True))
+    result["startup_s"] = startup_s
+    return ctx, result
 
 
 def exit_when_orphaned() -> None:
@@ -217,7 +256,7 @@ def exit_when_orphaned() -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     exit_when_orphaned()
-    ctx, result = measure(args)
+    ctx, result = measure_noise(args) if args.noise_epochs else measure(args)
     if result is not None:
         atomic_write_json(Path(args.result), result)
     # The result is safe before the process group is torn down: gloo can abort a rank

@@ -55,14 +55,21 @@ from .labels import duration, split_tick
                    "for any other custom searcher, or the value of TUNE_MAX_PENDING_TRIALS_PG.")
 @click.option("--seeds", type=int, default=10, show_default=True, help="Seeds per split.")
 @seed_option
-@click.option("--objective", type=click.Choice(["makespan", "deadline"]), default="makespan", show_default=True,
-              help="Shortest search, or best metric by --deadline.")
+@click.option("--objective", type=click.Choice(["makespan", "deadline", "accuracy-time"]), default="makespan",
+              show_default=True, help="Shortest search; best metric by --deadline; or accuracy-time: the "
+                                      "fastest split whose predicted best metric is within --tolerance of the best.")
 @click.option("--deadline", type=float, default=None, help="Seconds, with --objective deadline.")
+@click.option("--batch-policy", type=click.Choice(["global", "per_gpu"]), default=None,
+              help="per_gpu: the global batch grows with the GPUs per trial and curves are stretched with the "
+                   "profile's noise scale [default: the profile's workload.batch_policy, else global].")
+@click.option("--tolerance", type=float, default=0.01, show_default=True,
+              help="Metric tolerance of --objective accuracy-time and of the epochs-to-target column.")
 @out_option("results/simulate")
 @click.option("--jobs", type=int, default=None, help="Parallel processes [default: CPU count].")
 @quiet_option
 def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus_per_node, max_epochs, min_epochs,
-             eta, trials, brackets, semantics, ray_pending, seeds, seed, objective, deadline, out, jobs, quiet):
+             eta, trials, brackets, semantics, ray_pending, seeds, seed, objective, deadline, batch_policy,
+             tolerance, out, jobs, quiet):
     """Simulate every split of --budget GPUs and predict the fastest (plan.json, plots, records)."""
     from .setup import prepare
 
@@ -70,7 +77,8 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
     plan_input = _one_line_errors(prepare)(budget=budget, profile_path=profile_path, curves_path=curves_path, algorithms=algorithms,
                          gpus_per_trial=gpus_per_trial, gpus_per_node=gpus_per_node, max_epochs=max_epochs,
                          min_epochs=min_epochs, eta=eta, trials=trials, brackets=brackets, semantics=semantics,
-                         ray_pending=ray_pending, seeds=seeds, seed=seed, objective=objective, deadline=deadline, out=out, jobs=jobs)
+                         ray_pending=ray_pending, seeds=seeds, seed=seed, objective=objective, deadline=deadline,
+                         out=out, jobs=jobs, batch_policy=batch_policy, tolerance=tolerance)
     say = (lambda *a, **k: None) if quiet else (lambda text: click.echo(text, err=True))
     for note in plan_input.notes:
         say(f"note: {note}")
@@ -88,13 +96,21 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
     try:
         progress = None if quiet else _Progress()
         sweep = run_sweep(spec, plan_input.time_model, plan_input.table, plan_input.table.space, out,
-                          jobs=plan_input.jobs, progress=progress)
+                          jobs=plan_input.jobs, progress=progress, scaling=plan_input.scaling)
         if progress:
             progress.close()
-        plan = write_report(out, spec, sweep, plan_input.profile, plan_input.table, objective, plan_input.notes)
+        from .batchreport import annotate_plan, batch_table, plot_batch_scaling
+
+        plan = write_report(out, spec, sweep, plan_input.profile, plan_input.table, objective, plan_input.notes,
+                            annotate=lambda p: annotate_plan(p, plan_input.table, plan_input.scaling,
+                                                             plan_input.tolerance))
+        if plan_input.scaling is not None and plan_input.scaling.active:
+            plot_batch_scaling(out, plan, plan_input.table.metric_name)
     finally:
         lock.release()
     click.echo(summary_table(plan))
+    if plan_input.scaling is not None and plan_input.scaling.active:
+        click.echo(batch_table(plan))
     for warning in plan["warnings"]:
         click.echo(f"warning: {warning}")
     click.echo(plan_input.source_line)

@@ -168,10 +168,14 @@ def planner_warnings(algorithms: dict) -> list:
     return warnings
 
 
-def write_report(out_dir, spec, sweep, profile, table, objective: str, notes: list, plots: bool = True) -> dict:
-    """plan.json, events_{best,worst}_<algorithm>.jsonl and the plots; returns the plan."""
+def write_report(out_dir, spec, sweep, profile, table, objective: str, notes: list, plots: bool = True,
+                 annotate=None) -> dict:
+    """plan.json, events_{best,worst}_<algorithm>.jsonl and the plots; returns the plan.
+    ``annotate(plan)``, if given, may add to the plan (and choose again) before it is written."""
     out_dir = Path(out_dir)
     plan = build_plan(spec, sweep, profile, table, objective, notes)
+    if annotate is not None:
+        annotate(plan)
     for algorithm, entry in plan["algorithms"].items():
         for which in ("best", "worst"):
             g = entry[which]["gpus_per_trial"]

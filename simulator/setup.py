@@ -43,12 +43,14 @@ class PreparedSweep:
     jobs: int
     notes: list
     source_line: str
+    scaling: object = None     # batchscaling.BatchScaling
+    tolerance: float = 0.01    # --tolerance (objective accuracy-time, epochs to target)
 
 
 def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperband,asha,bohb",
             gpus_per_trial=None, gpus_per_node=None, max_epochs=None, min_epochs=1, eta=3, trials=None,
             brackets=None, semantics="ray", ray_pending=None, seeds=10, seed=0, objective="makespan", deadline=None,
-            out="results/simulate", jobs=None) -> PreparedSweep:
+            out="results/simulate", jobs=None, batch_policy=None, tolerance=0.01) -> PreparedSweep:
     from .curvetable import load_curve_table
     from .schedulers import make_scheduler
     from .schedulers.brackets import check_budget as check_epochs
@@ -72,6 +74,8 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
         raise UserError(f"--objective deadline needs --deadline SECONDS > 0 (got {deadline!r})")
     if objective != "deadline" and deadline is not None:
         raise UserError(f"--deadline {deadline:g} only applies with --objective deadline")
+    if tolerance is None or not tolerance >= 0:
+        raise UserError(f"--tolerance {tolerance!r} must be a number >= 0 (metric units, e.g. 0.01)")
 
     profile = load_profile(profile_path)
     model = profile.model
@@ -114,12 +118,16 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
     table = table.truncated(max_epochs)
     TableSource(table.space, table.configs)  # every config must lie in the space
     notes.append(table.reference_note)
+    from .batchscaling import scaling_from
+
+    scaling, scaling_notes = scaling_from(profile.data, batch_policy)
+    notes.extend(scaling_notes)
 
     spec = SweepSpec(budget=budget, gpus_per_node=gpus_per_node, splits=tuple(normalised), algorithms=names,
                      seeds=tuple(seed + i for i in range(seeds)), max_t=max_epochs, min_t=min_epochs, eta=eta,
                      semantics=semantics, mode=table.mode, trials=trials, brackets=brackets,
                      ray_pending=ray_pending, deadline_s=float(deadline) if deadline is not None else None,
-                     profile_sha256=profile.sha256, curves_sha256=table.sha256)
+                     profile_sha256=profile.sha256, curves_sha256=table.sha256, batch_scaling=scaling.key())
     for name in names:  # scheduler arguments are checked by building each once
         make_scheduler(name, source=TableSource(table.space, table.configs[:1]), max_t=spec.max_t,
                        min_t=spec.min_t, eta=spec.eta, semantics=semantics, mode=spec.mode, seed=0,
@@ -136,4 +144,5 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
                    f"({table.workload or 'unnamed workload'}, {table.rows} configs x {table.max_epochs} epochs)")
     source_line = f"used: {profile_text}; {curves_text}"
     return PreparedSweep(spec=spec, time_model=model, table=table, profile=profile,
-                         jobs=jobs if jobs is not None else default_jobs(), notes=notes, source_line=source_line)
+                         jobs=jobs if jobs is not None else default_jobs(), notes=notes, source_line=source_line,
+                         scaling=scaling, tolerance=float(tolerance))

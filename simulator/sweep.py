@@ -27,6 +27,7 @@ from typing import Callable, Optional
 from nasalloc.errors import UserError
 
 from .cluster import make_split
+from .batchscaling import BatchScaling, stretched_table
 from .curvetable import CurveTable
 from .engine import simulate
 from .schedulers import hyperband_brackets, make_scheduler
@@ -63,6 +64,7 @@ class SweepSpec:
     ray_pending: Optional[int] = None  # trials Ray's controller creates ahead (None: Ray's default)
     profile_sha256: str = ""
     curves_sha256: str = ""
+    batch_scaling: str = ""  # BatchScaling.key(): '' when curves are used as recorded
     version: str = field(default_factory=lambda: __import__("nasalloc").__version__)  # rows of other code differ
 
     def limits(self, algorithm: str) -> dict:
@@ -79,6 +81,8 @@ class SweepSpec:
         fields.pop("seeds")      # more seeds extend a sweep; they do not change its rows
         fields.pop("splits")
         fields.pop("algorithms")
+        if not fields["batch_scaling"]:
+            fields.pop("batch_scaling")  # rows without batch scaling keep the key they always had
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     def runs(self) -> list:
@@ -111,11 +115,19 @@ class _Context:
     table: CurveTable
     space: object
     source: Optional[TableSource] = field(default=None)
+    scaling: Optional[BatchScaling] = None   # curves under each split's global batch (per_gpu)
+    tables: dict = field(default_factory=dict)
 
     def table_source(self) -> TableSource:
         if self.source is None:
             self.source = TableSource(self.space, self.table.configs)
         return self.source
+
+    def table_for(self, gpus_per_trial: float) -> CurveTable:
+        """The curves as a trial of this split sees them (the recorded ones unless per_gpu)."""
+        if gpus_per_trial not in self.tables:
+            self.tables[gpus_per_trial] = stretched_table(self.table, gpus_per_trial, self.scaling)
+        return self.tables[gpus_per_trial]
 
 
 _CONTEXT: Optional[_Context] = None
@@ -136,7 +148,7 @@ def run_one(context: _Context, algorithm: str, gpus_per_trial: float, seed: int,
     scheduler = make_scheduler(algorithm, source=context.table_source(), max_t=spec.max_t, min_t=spec.min_t,
                                eta=spec.eta, semantics=spec.semantics, mode=spec.mode, seed=seed,
                                **spec.limits(algorithm))
-    result = simulate(scheduler, split, context.time_model, context.table, seed=seed, algorithm=algorithm,
+    result = simulate(scheduler, split, context.time_model, context.table_for(float(gpus_per_trial)), seed=seed, algorithm=algorithm,
                       record_events=keep_events, deadline_s=spec.deadline_s)
     limits = spec.limits(algorithm)
     row = {**result.row(), "semantics": spec.semantics, "gpus_per_node": spec.gpus_per_node,
@@ -245,10 +257,15 @@ class SweepResult:
 
 
 def run_sweep(spec: SweepSpec, time_model: TimeModel, table: CurveTable, space, out_dir, jobs: int = 1,
-              progress: Optional[Callable[[int, int, dict], None]] = None) -> SweepResult:
-    """Run every missing run of ``spec``; ``progress(done, total, row)`` after each one."""
+              progress: Optional[Callable[[int, int, dict], None]] = None,
+              scaling: Optional[BatchScaling] = None) -> SweepResult:
+    """Run every missing run of ``spec``; ``progress(done, total, row)`` after each one.
+    ``scaling``: curves stretched to each split's global batch (``per_gpu``; its key must be
+    ``spec.batch_scaling``)."""
     out_dir = Path(out_dir)
-    context = _Context(spec, time_model, table, space)
+    if (scaling.key() if scaling is not None else "") != spec.batch_scaling:
+        raise ValueError("run_sweep: scaling does not match spec.batch_scaling")
+    context = _Context(spec, time_model, table, space, scaling=scaling)
     on_disk = {_run_id(r): r for r in read_done_rows(out_dir, spec)}
     wanted = {(a, float(g), int(s)) for a, g, s in spec.runs()}
     done_rows = {run: r for run, r in on_disk.items() if run in wanted}

@@ -116,6 +116,8 @@ class ClassifierTrainer(Trainer):
         self.module = build_model().to(self.ctx.device)
         self.model = self.module
         self._bucket_ready_at = 0.0
+        # Optional (profiler/noisescale.py DDPNoiseProbe): local and all-reduced gradient norms per step.
+        self.noise_probe = None
         if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -143,6 +145,8 @@ class ClassifierTrainer(Trainer):
         def hook(state, bucket):
             self._bucket_ready_at = time.perf_counter()
             buffer = bucket.buffer()
+            if self.noise_probe is not None:
+                self.noise_probe.add_local(buffer)  # this rank's shard-mean gradient, before the reduction
             buffer.div_(self.ctx.world_size)
             return dist.all_reduce(buffer, async_op=True).get_future().then(lambda fut: fut.value()[0])
 
@@ -175,6 +179,8 @@ class ClassifierTrainer(Trainer):
             loss.backward()
             if self.ctx.distributed:
                 sync += time.perf_counter() - self._bucket_ready_at
+                if self.noise_probe is not None:
+                    self.noise_probe.end_step(self.module)
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()

@@ -12,7 +12,7 @@ from nasalloc.errors import UserError
 from nasalloc.simulator.scaling import ScalingModel
 from nasalloc.simulator.timemodel import load_profile
 
-FAST = ["--device", "cpu", "--workload", "digits", "--warmup", "1", "--timeout", "240"]
+FAST = ["--device", "cpu", "--workload", "digits", "--warmup", "1", "--timeout", "240", "--noise-epochs", "none"]
 
 
 def run_cli(argv, capsys):
@@ -33,7 +33,8 @@ def cpu_profile(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("profile") / "profile.json"
     done = subprocess.run([sys.executable, "-m", "nasalloc", "profile", "--gpus", "1,2", *FAST, "--epochs", "2",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+                           "--noise-epochs", "0,3", "--noise-steps", "16", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
     return done, out
 
 
@@ -74,7 +75,41 @@ def test_cpu_profile_measures_fits_and_loads_in_the_simulator(cpu_profile):
     assert "g=1: 1 rank(s)" in done.stdout and "g=2: 2 rank(s)" in done.stdout
     assert "speedup" in done.stdout and "(extrapolated)" in done.stdout
     leftovers = [p.name for p in out.parent.iterdir()]
-    assert sorted(leftovers) == ["profile.json", "profile.png"]  # scratch files are gone
+    assert sorted(leftovers) == ["profile.json", "profile.png", "profile_noise.png"]  # scratch files are gone
+
+
+def test_cpu_profile_measures_the_gradient_noise_scale_along_training(cpu_profile):
+    done, out = cpu_profile
+    assert done.returncode == 0, done.stderr
+    noise = json.loads(out.read_text())["noise_scale"]
+    assert noise["schema"] == "nasalloc.noise_scale/1" and noise["method"] == "micro-batches on one rank"
+    assert (noise["batch_small"], noise["batch_big"], noise["steps"]) == (64, 512, 16)  # digits' reference batch
+    assert [p["epoch"] for p in noise["points"]] == [0, 3]
+    before, after = noise["points"]
+    for p in noise["points"]:
+        low, high = p["b_noise_ci95"]
+        assert p["b_noise"] > 0 and low < p["b_noise"] < high and p["b_noise_se"] > 0
+        assert p["b_noise"] == pytest.approx(p["trace_sigma"] / p["grad_sq"])
+        assert p["seconds"] > 0
+    assert before["val_metric"] is None and 0.5 < after["val_metric"] <= 1.0  # trained 3 epochs in between
+    assert before["grad_sq"] != after["grad_sq"]
+    assert noise["elapsed_s"] >= noise["train_seconds"] + noise["measure_seconds"] > 0
+    assert "noise scale at epoch 3: B_noise" in done.stdout
+    assert out.with_name("profile_noise.png").read_bytes()[:4] == b"\x89PNG"
+    one, two = json.loads(out.read_text())["measurements"]
+    assert "noise_scale" not in one                       # one rank: no local vs reduced pair
+    ddp = two["noise_scale"]                              # two ranks: from the warm-up epoch, for free
+    assert ddp["method"].startswith("DDP") and ddp["epochs"] == [1]
+    assert (ddp["batch_small"], ddp["batch_big"], ddp["steps"]) == (32, 64, 1078 // 64)
+    assert isinstance(ddp["grad_sq"], float) and isinstance(ddp["trace_sigma"], float)
+    assert "noise scale over the warm-up epoch(s), local vs all-reduced" in done.stdout
+
+
+def test_old_profiles_without_a_noise_scale_still_load():
+    from nasalloc.data import data_path
+
+    assert "noise_scale" not in json.loads(data_path("default_profile.json").read_text())
+    assert load_profile(None).model is not None  # an old profile (no noise_scale) still loads
 
 
 @pytest.mark.slow
@@ -172,6 +207,8 @@ def test_out_of_memory_skips_and_a_failing_colocated_trial_ends_its_group(tmp_pa
     (["--config", '{"nope": 1}'], "'nope'"),
     (["--data-dir", "/no/such/dir"], "/no/such/dir"),
     (["--gpus-per-node", "0"], "--gpus-per-node"),
+    (["--noise-epochs", "1,x"], "'x'"),
+    (["--noise-steps", "1"], "--noise-steps"),
     (["--device", "cuda"], "cuda"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, named, tmp_path, monkeypatch, capsys):
