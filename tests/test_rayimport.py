@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from nasalloc.cli import main
 from nasalloc.errors import UserError
 from nasalloc.rayimport import _bundles, read_ray_experiment
 from nasalloc.trace import Curves, read_trace
@@ -16,15 +15,6 @@ from nasalloc.trace import Curves, read_trace
 # two bundles of the custom resource gpu_slot per trial)
 EXPERIMENT = Path(__file__).resolve().parent / "fixtures" / "ray_experiment" / "asha_small"
 
-
-def run(args, capsys):
-    try:
-        main(args)
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def ray_results():
@@ -36,10 +26,10 @@ def ray_results():
     return out
 
 
-def test_the_committed_experiment_becomes_the_curves_ray_recorded(tmp_path, capsys):
+def test_the_committed_experiment_becomes_the_curves_ray_recorded(tmp_path, nasalloc_cli):
     out = tmp_path / "trace.csv"
-    status, stdout, stderr = run(["import", "ray", str(EXPERIMENT), "--metric", "val_acc", "--mode", "max",
-                                  "--out", str(out), "--gpu-resource", "gpu_slot"], capsys)
+    status, stdout, stderr = nasalloc_cli(["import", "ray", str(EXPERIMENT), "--metric", "val_acc", "--mode", "max",
+                                  "--out", str(out), "--gpu-resource", "gpu_slot"])
     assert status == 0, stderr
     assert "8 trials, 22 results, iterations 1..9" in stderr
     assert "2 GPU(s): 8" in stderr  # two bundles of gpu_slot each, from experiment_state
@@ -56,12 +46,12 @@ def test_the_committed_experiment_becomes_the_curves_ray_recorded(tmp_path, caps
     assert set(read_trace(out)["gpus_per_trial"]) == {2.0}
 
 
-def test_the_imported_trace_replays_in_simulate(tmp_path, capsys):
+def test_the_imported_trace_replays_in_simulate(tmp_path, nasalloc_cli):
     trace = tmp_path / "trace.csv"
-    assert run(["import", "ray", str(EXPERIMENT), "--metric", "val_acc", "--mode", "max", "--out", str(trace),
-                "--partial", "hold"], capsys)[0] == 0
-    status, _, stderr = run(["simulate", "--budget", "4", "--curves", str(trace), "--out", str(tmp_path / "sim"),
-                             "--seeds", "3", "--jobs", "1", "--quiet"], capsys)
+    assert nasalloc_cli(["import", "ray", str(EXPERIMENT), "--metric", "val_acc", "--mode", "max", "--out", str(trace),
+                "--partial", "hold"])[0] == 0
+    status, _, stderr = nasalloc_cli(["simulate", "--budget", "4", "--curves", str(trace), "--out", str(tmp_path / "sim"),
+                             "--seeds", "3", "--jobs", "1", "--quiet"])
     assert status == 0, stderr
     plan = json.loads((tmp_path / "sim" / "plan.json").read_text())
     assert plan["curves"]["configs"] == 8 and plan["metric"] == {"name": "val_acc", "mode": "max"}
@@ -106,7 +96,7 @@ def test_min_mode_progress_csv_and_a_repeated_iteration(tmp_path):
     ("params", "params.json is not valid JSON"),
     ("not_json", "line 1 is not JSON"),
 ])
-def test_a_malformed_folder_is_one_line_naming_the_file(tmp_path, capsys, damage, words):
+def test_a_malformed_folder_is_one_line_naming_the_file(tmp_path, nasalloc_cli, damage, words):
     folder = tmp_path / "exp"
     metric = "val_acc"
     if damage == "missing":
@@ -128,8 +118,8 @@ def test_a_malformed_folder_is_one_line_naming_the_file(tmp_path, capsys, damage
         elif damage == "not_json":
             (trial / "result.json").write_text("garbage\n" + (trial / "result.json").read_text())
     out = tmp_path / "trace.csv"
-    status, _, stderr = run(["import", "ray", str(folder), "--metric", metric, "--mode", "max", "--out", str(out)],
-                            capsys)
+    status, _, stderr = nasalloc_cli(["import", "ray", str(folder), "--metric", metric, "--mode", "max",
+                                      "--out", str(out)])
     assert status == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], stderr

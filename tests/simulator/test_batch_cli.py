@@ -6,23 +6,13 @@ import json
 import pandas as pd
 import pytest
 
-from nasalloc.cli import main
 from nasalloc.simulator.batchreport import within_tolerance
 
 from .simdata import write_profile, write_trace
+from .test_simulate_cli import run
 
 NOISE = {"schema": "nasalloc.noise_scale/1", "batch_small": 32, "batch_big": 256,
          "points": [{"epoch": 1, "b_noise": 40.0}, {"epoch": 3, "b_noise": 90.0}, {"epoch": 9, "b_noise": 200.0}]}
-
-
-def run(args, capsys):
-    try:
-        main(["simulate", *args])
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 @pytest.fixture()

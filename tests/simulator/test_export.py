@@ -13,15 +13,6 @@ from nasalloc.simulator.schedulers import SpaceSource, make_scheduler
 from .simdata import write_trace
 
 
-def run(args, capsys):
-    try:
-        main(args)
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
 
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory):
@@ -58,11 +49,11 @@ def constants(text: str) -> dict:
 @pytest.mark.parametrize("algorithm, scheduler_class", [("asha", "ASHAScheduler"),
                                                         ("hyperband", "HyperBandScheduler"),
                                                         ("bohb", "HyperBandForBOHB")])
-def test_the_script_holds_what_the_plan_simulated(plan, tmp_path, capsys, algorithm, scheduler_class):
+def test_the_script_holds_what_the_plan_simulated(plan, tmp_path, nasalloc_cli, algorithm, scheduler_class):
     data = json.loads(plan.read_text())
     entry = data["algorithms"][algorithm]
     out = tmp_path / "search.py"
-    status, stdout, stderr = run(["export", "--plan", str(plan), "--algorithm", algorithm, "--out", str(out)], capsys)
+    status, stdout, stderr = nasalloc_cli(["export", "--plan", str(plan), "--algorithm", algorithm, "--out", str(out)])
     assert status == 0, stderr
     assert out.read_text() == stdout
     compile(stdout, str(out), "exec")
@@ -93,26 +84,26 @@ def json_space(values):
     (["--algorithm", "pbt"], "--algorithm 'pbt'"),
     (["--out", "/nonexistent/dir/x.py"], "does not exist"),
 ])
-def test_bad_export_requests_are_one_line(plan, capsys, args, words):
-    status, stdout, stderr = run(["export", "--plan", str(plan), *args], capsys)
+def test_bad_export_requests_are_one_line(plan, nasalloc_cli, args, words):
+    status, stdout, stderr = nasalloc_cli(["export", "--plan", str(plan), *args])
     assert status == 2 and stdout == ""
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], stderr
 
 
-def test_a_plan_that_is_not_one_is_refused(tmp_path, capsys):
+def test_a_plan_that_is_not_one_is_refused(tmp_path, nasalloc_cli):
     bad = tmp_path / "plan.json"
     bad.write_text(json.dumps({"schema": "something"}))
-    status, _, stderr = run(["export", "--plan", str(bad)], capsys)
+    status, _, stderr = nasalloc_cli(["export", "--plan", str(bad)])
     assert status == 2 and "no algorithms" in stderr
 
 
 @pytest.mark.slow
-def test_the_exported_asha_search_runs_in_ray_tune(plan, tmp_path, capsys):
+def test_the_exported_asha_search_runs_in_ray_tune(plan, tmp_path, nasalloc_cli):
     """Where Ray Tune is installed: the generated script's dry run (virtual GPUs) finishes."""
     pytest.importorskip("ray.tune", reason="Ray Tune is not installed (pip install 'nasalloc[ray]')")
     out = tmp_path / "search.py"
-    assert run(["export", "--plan", str(plan), "--algorithm", "asha", "--out", str(out)], capsys)[0] == 0
+    assert nasalloc_cli(["export", "--plan", str(plan), "--algorithm", "asha", "--out", str(out)])[0] == 0
     done = subprocess.run([sys.executable, str(out), "--demo"], capture_output=True, text=True, timeout=600,
                           cwd=tmp_path, env={"RAY_AUTH_MODE": "disabled", "PATH": "/usr/bin:/bin",
                                              "HOME": str(tmp_path)})
