@@ -177,6 +177,11 @@ class Plan:
         words += ["--seeds", str(len(seeds)), "--seed", str(seeds[0])]
         if self.data.get("objective") == "deadline" and self.data.get("deadline_s"):
             words += ["--objective", "deadline", "--deadline", f"{self.data['deadline_s']:g}"]
+        batch = self.data.get("batch_scaling") or {}
+        if batch.get("policy") == "per_gpu":
+            words += ["--batch-policy", "per_gpu", "--tolerance", f"{batch.get('tolerance', 0.01):g}"]
+        if self.data.get("objective") == "accuracy-time":
+            words += ["--objective", "accuracy-time"]
         return shlex.join(words)
 
     # -- what to validate ----------------------------------------------------------------
