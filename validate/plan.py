@@ -119,7 +119,7 @@ class Plan:
             path = curves_of(self.path, self.curves_path)
             table = load_curve_table(None if path is None else str(path), self.profile)
             if table.sha256 != self.curves_sha256:
-                raise UserError(f"plan {self.path}: curves {shown} changed since the simulation (sha256 differs)")
+                raise UserError(f"plan {self.path}: curves {self.curves_path} changed since the simulation (sha256 differs)")
             self._table = table.truncated(self.max_t)
         return self._table
 
