@@ -128,7 +128,7 @@ def test_lock_names_the_holder_and_is_freed_when_it_is_killed(tmp_path):
 
 def test_a_second_simulate_on_a_folder_in_use_is_refused_with_the_pid(tmp_path):
     out = tmp_path / "sim"
-    args = [sys.executable, "-m", "nasalloc", "simulate", "--budget", "16", "--seeds", "10", "--jobs", "1",
+    args = [sys.executable, "-m", "nasalloc", "simulate", "--budget", "64", "--seeds", "10", "--jobs", "1",
             "--out", str(out)]
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
