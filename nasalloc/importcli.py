@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from .errors import UserError
@@ -27,16 +25,13 @@ def import_() -> None:
               help="Early-stopped trials: leave their curves partial, or extend them at their last value.")
 def ray(folder, metric, mode, out, gpu_resource, gpus_per_trial, partial):
     """Read Ray Tune experiment FOLDER (params.json, result.json or progress.csv per trial)."""
+    from .io import check_writable
     from .rayimport import read_ray_experiment
     from .trace import validate_trace, write_trace
 
+    target = check_writable(out, "--out", folder=False)
     if gpus_per_trial is not None and not gpus_per_trial > 0:
         raise UserError(f"--gpus-per-trial {gpus_per_trial:g}: expected a number > 0")
-    target = Path(out)
-    if target.exists() and target.is_dir():
-        raise UserError(f"--out {out} is a folder: expected a trace file name")
-    if not target.parent.is_dir():
-        raise UserError(f"--out {out}: folder {target.parent} does not exist")
     found = read_ray_experiment(folder, metric, mode, gpu_resource=gpu_resource,
                                 gpus_per_trial=gpus_per_trial, partial=partial)
     validate_trace(found.frame, f"imported from {folder}")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import click
 
@@ -226,8 +225,10 @@ def space_of_plan(plan: dict, plan_path: Path):
               help="Also write the script here (.py) [default: print only].")
 def export(plan_path, fmt, algorithm, split, out):
     """Print the planned search as a runnable script for another tool (Ray Tune)."""
-    from nasalloc.io import atomic_write_text, read_json
+    from nasalloc.io import atomic_write_text, check_writable, read_json
 
+    if out is not None:
+        check_writable(out, "--out", folder=False)
     plan = read_json(Path(plan_path), "plan")
     if not isinstance(plan, dict) or not plan.get("algorithms"):
         raise UserError(f"plan {plan_path} has no algorithms: is it a nasalloc plan.json?")
@@ -237,11 +238,8 @@ def export(plan_path, fmt, algorithm, split, out):
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"plan {plan_path} is missing or has a malformed field ({type(err).__name__}: {err})") from None
     if out is not None:
-        target = Path(out)
-        if not target.parent.is_dir():
-            raise UserError(f"--out {out}: folder {target.parent} does not exist")
         try:
-            atomic_write_text(target, text)
+            atomic_write_text(Path(out), text)
         except OSError as err:
             raise UserError(f"--out {out} cannot be written ({err.strerror})") from None
     click.echo(text, nl=False)

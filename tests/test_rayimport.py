@@ -154,3 +154,11 @@ def test_a_real_ray_tune_run_replays(tmp_path):
                    capture_output=True)
     found = read_ray_experiment(tmp_path / "asha_small", "val_acc", "max", gpu_resource="gpu_slot")
     assert found.trials == 8 and found.gpus == {2.0: 8} and found.max_iteration == 9
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_reading(tmp_path, nasalloc_cli):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    status, _, stderr = nasalloc_cli(["import", "ray", str(EXPERIMENT), "--metric", "val_acc", "--mode", "max",
+                                      "--out", str(blocker / "trace.csv")])
+    assert status == 2 and "is a file, not a folder" in stderr and len(stderr.strip().splitlines()) == 1

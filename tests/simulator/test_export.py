@@ -82,7 +82,7 @@ def json_space(values):
     (["--split", "3"], "has no such split"),
     (["--split", "fast"], "--split 'fast'"),
     (["--algorithm", "pbt"], "--algorithm 'pbt'"),
-    (["--out", "/nonexistent/dir/x.py"], "does not exist"),
+    (["--out", "/etc/hostname/x.py"], "/etc/hostname is a file, not a folder"),
 ])
 def test_bad_export_requests_are_one_line(plan, nasalloc_cli, args, words):
     status, stdout, stderr = nasalloc_cli(["export", "--plan", str(plan), *args])
