@@ -47,7 +47,7 @@ from typing import Optional
 
 import numpy as np
 
-from .base import (COMPLETED, DONE, FAILED, PAUSED, PENDING, RUNNING, STOPPED, WAIT, Decision,
+from .base import (COMPLETED, DONE, PAUSED, PENDING, RUNNING, STOPPED, WAIT, Decision,
                    Resume, Start)
 from .common import jfloat, ufloat
 
