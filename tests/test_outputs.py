@@ -3,7 +3,6 @@ naming it (exit 2) before anything runs, and one results folder has one writer a
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -10,7 +10,6 @@ import csv
 import re
 from pathlib import Path
 
-import pytest
 
 from nasalloc.cli import main
 from nasalloc.simulator.labels import duration, interval, split_label, split_tick
