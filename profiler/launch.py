@@ -21,7 +21,8 @@ measure its start-up), ``NASALLOC_JOB_NAME`` and, from the local launcher,
 get ``OMP_NUM_THREADS=1``.
 
 Launchers are found by name (:func:`get_launcher`): ``local`` is here; ``slurm`` lives in
-``nasalloc.profiler.slurm`` as ``SlurmLauncher`` with the same interface (a class with
+``nasalloc.profiler.slurm`` as ``SlurmLauncher`` (and ``ray``, jobs started from inside a Ray
+actor, in ``nasalloc.profiler.ray``) with the same interface (a class with
 ``from_environment(gpus_per_node, device=None)`` and ``detected()``); ``auto`` picks slurm inside an
 allocation. :class:`ProcessJob` is the RunningJob for any set of local processes (one per rank
 here, one ``srun`` per job under SLURM), so other launchers reuse its watching and killing.
@@ -50,7 +51,7 @@ from nasalloc.lifetime import PARENT_PID_ENV
 from nasalloc.workloads.distributed import free_port
 
 DEVICES = ("cpu", "cuda")
-LAUNCHERS = ("auto", "local", "slurm")
+LAUNCHERS = ("auto", "local", "slurm", "ray")
 LAUNCH_TIME_ENV = "NASALLOC_LAUNCH_TIME"
 #: how long terminate() waits after SIGTERM before SIGKILL
 TERMINATE_GRACE_S = 5.0
@@ -368,7 +369,7 @@ class LocalLauncher(Launcher):
                            LOCAL_WORLD_SIZE=str(job.ranks), NODE_RANK="0", GROUP_RANK="0",
                            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                            NASALLOC_JOB_NAME=job.name)
-                env[LAUNCH_TIME_ENV] = repr(launch_time)
+                env[LAUNCH_TIME_ENV] = str(job.env.get(LAUNCH_TIME_ENV, repr(launch_time)))  # Ray's: earlier
                 env[PARENT_PID_ENV] = str(os.getpid())
                 if job.device == "cpu":
                     env["OMP_NUM_THREADS"] = "1"

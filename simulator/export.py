@@ -60,7 +60,23 @@ def _space_code(space) -> tuple[str, list[str]]:
     return "{\n" + "\n".join(lines) + "\n}", [str(c) for c in space.conditions]
 
 
-def _num_samples(scheduler: dict, algorithm: str) -> int:
+def ray_scheduler(algorithm: str, scheduler: dict) -> tuple[str, dict]:
+    """The Ray Tune scheduler class (in ``ray.tune.schedulers``) and its keyword arguments that
+    run what the plan's ``scheduler`` entry simulated: the export writes it, ``validate
+    --executor ray`` builds it."""
+    max_t, eta, min_t = int(scheduler["max_t"]), int(scheduler["eta"]), int(scheduler.get("min_t", 1))
+    arguments = {"time_attr": "training_iteration", "max_t": max_t}
+    if algorithm == "asha":
+        return "ASHAScheduler", {**arguments, "grace_period": min_t, "reduction_factor": eta, "brackets": 1}
+    if algorithm == "hyperband":
+        return "HyperBandScheduler", {**arguments, "reduction_factor": eta}
+    if algorithm == "bohb":
+        return "HyperBandForBOHB", {**arguments, "reduction_factor": eta}
+    raise UserError(f"algorithm {algorithm!r} has no Ray Tune scheduler here; expected asha, hyperband or bohb")
+
+
+def num_samples(scheduler: dict, algorithm: str) -> int:
+    """How many trials the plan's search creates (Ray's ``num_samples``)."""
     if scheduler.get("trials") is not None:
         return int(scheduler["trials"])
     from .schedulers import hyperband_brackets
@@ -113,14 +129,8 @@ def render_ray_tune(plan: dict, algorithm: str, split: str, space, plan_path: st
     if conditions and algorithm != "bohb":
         notes.append("Conditions Tune's param_space cannot express (ignore an inactive value in "
                      "train_fn): " + "; ".join(conditions))
-    if algorithm == "asha":
-        sched = (f"ASHAScheduler(time_attr=\"training_iteration\", max_t={max_t}, "
-                 f"grace_period={min_t}, reduction_factor={eta}, brackets=1)")
-    elif algorithm == "hyperband":
-        sched = f"HyperBandScheduler(time_attr=\"training_iteration\", max_t={max_t}, reduction_factor={eta})"
-    else:
-        sched = f"HyperBandForBOHB(time_attr=\"training_iteration\", max_t={max_t}, reduction_factor={eta})"
-    imports = {"asha": "ASHAScheduler", "hyperband": "HyperBandScheduler", "bohb": "HyperBandForBOHB"}
+    class_name, arguments = ray_scheduler(algorithm, scheduler)
+    sched = f"{class_name}(" + ", ".join(f"{k}={json.dumps(v)}" for k, v in arguments.items()) + ")"
     serialized = json.dumps(space.to_serialized_dict(), sort_keys=True)
     note_lines = "".join(f"# NOTE: {n}\n" for n in notes)
     search = ("    search_alg = TuneBOHB(space=ConfigurationSpace.from_serialized_dict(json.loads(SPACE_JSON)),\n"
@@ -152,11 +162,11 @@ import sys
 import time
 
 {pending_line}from ray import tune
-from ray.tune.schedulers import {imports[algorithm]}
+from ray.tune.schedulers import {class_name}
 {bohb_imports}
 {note_lines}METRIC, MODE = {metric!r}, {mode!r}
 MAX_T, ETA, MIN_T = {max_t}, {eta}, {min_t}
-NUM_SAMPLES = {_num_samples(scheduler, algorithm)}
+NUM_SAMPLES = {num_samples(scheduler, algorithm)}
 GPUS_PER_TRIAL, BUDGET = {gpus!r}, {budget}
 PARAM_SPACE = {space_code}
 SPACE_JSON = {serialized!r}

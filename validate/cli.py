@@ -34,7 +34,8 @@ INVOCATION = "validation.json"
 @click.option("--which", default="best,worst", show_default=True,
               help="Splits to run: best,worst | all | a list of GPUs per trial (e.g. 0.5,2).")
 @click.option("--executor", "executor_name", default="local", show_default=True,
-              help="How trials run: local (processes here) | slurm (steps of the current allocation).")
+              help="How trials run: local (processes here) | slurm (steps of the current allocation) | "
+                   "ray (Ray Tune's own schedulers run the search; needs the ray extra).")
 @out_option("results/validate")
 @click.option("--resume", is_flag=True, help="Continue an interrupted validation in --out.")
 @click.option("--time-limit", "time_limit", type=float, default=None,
@@ -77,6 +78,7 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
     device = resolve_device(device)
     executor = make_executor(executor_name, device=device, gpus_per_node=plan.gpus_per_node)
     try:
+        executor.check_plan(plan, chosen)
         if hasattr(executor, "check_budget"):
             executor.check_budget(plan.budget)
         # the plan's placement, or one that fits this allocation (or a message saying how to plan one)
@@ -98,7 +100,7 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
 def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
                 resume, time_limit, grace, quiet, gpus_per_node, placement_note) -> None:
     """The run itself, once every input is checked and this process holds ``out``."""
-    from .runner import Runner, SplitTask, Stopper
+    from .runner import SplitTask, Stopper
 
     atomic_write_json(out / INVOCATION, {"plan": str(Path(plan_path).resolve()), "plan_sha256": _sha256(plan_path),
                                          "algorithms": algorithms,
@@ -117,8 +119,8 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
                              workload=plan.workload, make_scheduler=plan.scheduler_factory(choice.algorithm),
                              max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=gpus_per_node,
                              predicted_makespan_s=predicted.makespan_s, metric_name=plan.metric_name, mode=plan.mode)
-            runner = Runner(task, executor, out / task.dirname, device=device, stopper=stopper, quiet=quiet,
-                            grace_s=grace)
+            runner = executor.make_runner(task, out / task.dirname, device=device, stopper=stopper, quiet=quiet,
+                                          grace_s=grace)
             outcome = runner.run(resume=resume)
             results.append((choice, task, predicted, outcome, runner.split))
             if not outcome.finished:
@@ -156,7 +158,7 @@ def predict(plan, choice, gpus_per_node=None):
 
 
 def _report(plan, out: Path, results: list, complete: bool) -> dict:
-    from .compare import measure, resimulate
+    from .compare import decision_agreement, measure, resimulate
     from .report import comparison_row, write_report
 
     rows, notes = [], []
@@ -173,7 +175,21 @@ def _report(plan, out: Path, results: list, complete: bool) -> dict:
                              predicted_best_metric=predicted.best_metric, measured=measured, resim=resim,
                              run_dir=run_dir)
         row["predicted_mean_makespan_s"] = choice.predicted_mean_s
+        if resim is not None:
+            agreement = decision_agreement(run_dir, resim)
+            if agreement is not None:
+                row["same_last_epoch"], row["compared_trials"] = agreement
+                if agreement[0] < agreement[1]:
+                    notes.append(f"{task.label}: {agreement[1] - agreement[0]} of {agreement[1]} trial(s) ended at "
+                                 "another epoch in the re-simulation than in the run (timing-dependent decisions, "
+                                 "or a scheduler model that decides otherwise)")
         rows.append(row)
+        state = run_dir / "state.json"
+        ran_by = read_json(state, "validation state") if state.exists() else {}
+        if ran_by.get("executor") == "ray":
+            notes.append(f"{task.label}: Ray Tune {ran_by.get('ray')} ran the search with its own "
+                         f"{ran_by.get('scheduler')} and {ran_by.get('searcher')}; the prediction and the "
+                         "re-simulation are nasalloc's model of it (--semantics ray)")
         if measured.restarts:
             notes.append(f"{task.label}: interrupted and resumed; {measured.restarts} trial segment(s) re-ran from "
                          f"a checkpoint, which the measured makespan includes and the re-simulation does not")

@@ -169,6 +169,31 @@ def resimulate(make_scheduler, split, table, measured: Measured, run_dir: Path, 
                     seed=seed, algorithm=algorithm, record_events=True)
 
 
+def last_epochs(events) -> dict:
+    """trial_id -> (table row or None, the last epoch it trained) from a run's or a simulation's records."""
+    out: dict = {}
+    for e in events:
+        e = e if isinstance(e, Event) else Event.from_dict(e)
+        row, epoch = out.get(e.trial_id, (None, 0))
+        if e.kind == "start" and "row" in e.extra:
+            row = int(e.extra["row"])
+        if e.kind == "epoch" and not e.extra.get("replay"):
+            epoch = max(epoch, e.epoch)
+        out[e.trial_id] = (row, epoch)
+    return out
+
+
+def decision_agreement(run_dir: Path, resim) -> Optional[tuple]:
+    """(trials that ended at the same epoch in the run and in its re-simulation, trials compared):
+    the trials whose id has the same table row in both. A scheduler model that decides as the
+    scheduler that ran agrees on every trial whose metrics it was given; None when no trial compares."""
+    measured, replayed = last_epochs(_events(run_dir)), last_epochs(resim.events)
+    both = [t for t, (row, _) in measured.items() if row is not None and replayed.get(t, (None,))[0] == row]
+    if not both:
+        return None
+    return sum(measured[t][1] == replayed[t][1] for t in both), len(both)
+
+
 def relative_error(predicted: float, measured: float) -> float:
     """(predicted - measured) / measured; NaN when either is missing."""
     if predicted is None or measured is None or not measured or not math.isfinite(predicted) \

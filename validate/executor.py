@@ -61,6 +61,16 @@ class Executor(ABC):
         Default: the plan's placement, unchanged."""
         return plan.gpus_per_node, None
 
+    def check_plan(self, plan, chosen: list) -> None:
+        """Raise a one-line UserError when this executor cannot run the ``chosen`` splits of ``plan``."""
+
+    def make_runner(self, task, out_dir: Path, **options):
+        """What drives one split: nasalloc's runner over this executor's jobs (the Ray executor
+        hands the whole search to Ray Tune instead)."""
+        from .runner import Runner
+
+        return Runner(task, self, out_dir, **options)
+
     def runner_host(self) -> str:
         """Address on which trial processes reach the runner's channel."""
         return "127.0.0.1"
@@ -70,7 +80,7 @@ class Executor(ABC):
 
 
 _EXECUTORS: dict[str, Callable[..., Executor]] = {}
-_PLANNED = {"slurm": "comes with the SLURM issue"}
+_PLANNED = {"ray": "needs Ray Tune: pip install 'nasalloc[ray]'"}
 
 
 def register_executor(name: str, factory: Callable[..., Executor]) -> None:
@@ -95,7 +105,7 @@ def _load_builtin() -> None:
     # lets an executor whose module is missing simply not be offered.
     from importlib import import_module
 
-    for module in ("nasalloc.validate.local", "nasalloc.validate.slurm"):
+    for module in ("nasalloc.validate.local", "nasalloc.validate.slurm", "nasalloc.validate.raytune"):
         try:
             import_module(module)
         except ModuleNotFoundError as err:

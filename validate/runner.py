@@ -35,7 +35,7 @@ from .channel import RUNNER_ENV, TOKEN_ENV, ChannelServer
 from .executor import Executor, JobSpec
 from .progress import Progress
 from .state import RunState, TrialBook
-from .task import RunResult, SplitTask, Stopper  # noqa: F401  (re-exported)
+from .task import RunResult, SplitTask, Stopper, trial_seed  # noqa: F401  (re-exported)
 
 SELECT_TIMEOUT_S = 0.2
 ROW_KEY = "_row"
@@ -278,7 +278,7 @@ class Runner:
         spec_path = trial_dir / f"segment_{book.segments}.json"
         atomic_write_json(spec_path, {
             "trial_id": book.trial_id, "workload": self.task.workload, "config": book.config,
-            "seed": (self.task.seed * 1_000_003 + book.trial_id) % 2**31, "checkpoint": str(checkpoint),
+            "seed": trial_seed(self.task.seed, book.trial_id), "checkpoint": str(checkpoint),
             "resume": book.checkpoint_epoch > 0, "device": self.device, "max_epochs": self.task.max_t})
         spec = JobSpec(trial_id=book.trial_id, segment=book.segments, ranks=self.ranks, devices=list(slot.gpus),
                        argv=["--spec", str(spec_path)], env={RUNNER_ENV: self.channel.address, TOKEN_ENV: token},

@@ -33,6 +33,12 @@ class SplitTask:
         return f"{self.algorithm}_g{self.gpus_per_trial:g}".replace("/", "-")
 
 
+def trial_seed(split_seed: int, trial_id: int) -> int:
+    """The seed a trial's training gets (its weights, data order): the same for a trial id under
+    every executor, so two runs of one plan train the same models."""
+    return (int(split_seed) * 1_000_003 + int(trial_id)) % 2**31
+
+
 class Stopper:
     """Whether to stop launching: set by a signal handler, or a wall-clock deadline."""
 
