@@ -95,8 +95,11 @@ def check_gpus_per_trial(g: float, budget: int, gpus_per_node: int) -> float:
     if g < 1:
         k = 1 / g
         if abs(k - round(k)) > 1e-6:
+            packed = math.floor(k)
             raise UserError(f"--gpus-per-trial {g:g}: a fraction must be 1/k for a whole k (k trials share a GPU), "
-                            f"e.g. 0.5 or 0.25")
+                            f"e.g. 0.5 or 0.25; Ray Tune packs {packed} such trials per GPU ({packed * budget} on "
+                            f"{budget} GPUs, {1 - packed * g:.2g} of each GPU unused), not {budget}/{g:g} = "
+                            f"{math.floor(budget / g)}: simulate 1/{packed} for what Ray runs")
         return 1 / round(k)
     if abs(g - round(g)) > TOLERANCE:
         raise UserError(f"--gpus-per-trial {g:g}: more than one GPU must be a whole number")

@@ -165,6 +165,14 @@ def planner_warnings(algorithms: dict) -> list:
             warnings.append(f"bohb: at {shares} of configs came from BOHB's model; the rest were random "
                             "(most trials started before any budget had min_points_in_model results), so "
                             "those splits ran close to HyperBand with random sampling")
+    for name, entry in algorithms.items():
+        # more slots than the search has trials: some GPUs never run anything, whatever happens
+        wide = [s for s in entry["splits"] if s.get("trials") and s["parallel_trials"] > s["trials"]]
+        if wide:
+            where = ", ".join(f"{split_label(s['gpus_per_trial'])} x{s['parallel_trials']} ({s['trials']:g} trials, "
+                              f"{s['parallel_trials'] - s['trials']:g} slot(s) idle)" for s in wide)
+            warnings.append(f"{name}: at {where} the search has fewer trials than it runs at once, so GPUs idle "
+                            "by construction; add trials or brackets (--trials, --brackets) or give each trial more GPUs")
     return warnings
 
 

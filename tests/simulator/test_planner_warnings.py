@@ -43,3 +43,24 @@ def test_the_sweep_counts_model_based_configs_per_run(tmp_path):
     shares = [s["model_based_share"] for s in plan["algorithms"]["bohb"]["splits"]]
     assert all(0 <= s <= 1 for s in shares)
     assert isinstance(plan["warnings"], list)
+
+
+def test_splits_with_more_slots_than_trials_are_named_for_every_algorithm():
+    wide = {**split(0.5, 8, None), "trials": 5.0}
+    fits = {**split(1.0, 4, None), "trials": 5.0}
+    warnings = planner_warnings({"asha": {"splits": [wide, fits]}, "hyperband": {"splits": [fits]}})
+    assert len(warnings) == 1
+    assert warnings[0].startswith("asha: at 1/2 GPU x8 (5 trials, 3 slot(s) idle)") and "1 GPU x4" not in warnings[0]
+
+
+def test_a_fraction_ray_would_pack_otherwise_is_refused_with_what_ray_runs():
+    import pytest
+
+    from nasalloc.errors import UserError
+    from nasalloc.simulator.cluster import make_split
+
+    with pytest.raises(UserError) as caught:
+        make_split(64, 4, 0.4)
+    message = str(caught.value)
+    assert "0.4" in message and "packs 2 such trials per GPU (128 on 64 GPUs" in message and "not 64/0.4 = 160" in message
+    assert "\n" not in message
