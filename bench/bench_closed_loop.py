@@ -2,6 +2,7 @@
 prediction came.
 
     python bench/bench_closed_loop.py [--out DIR] [--budget 2] [--splits 0.5,1,2] [--max-epochs 9]
+    python bench/bench_closed_loop.py --executor ray --algorithms hyperband,asha,bohb --brackets 2   # Ray Tune decides
 
 Profiles the digits workload on CPU ranks (the GPU counts of the splits), simulates HyperBand
 and ASHA on every split of the budget, runs every split for real (``--which all``), and prints
@@ -40,6 +41,10 @@ def main() -> int:
     parser.add_argument("--max-epochs", type=int, default=9)
     parser.add_argument("--brackets", type=int, default=1)
     parser.add_argument("--curves", default=None, help="learning curves (default: the shipped digits curves)")
+    parser.add_argument("--executor", default="local", help="validate --executor: local, or ray (Ray Tune's own "
+                        "schedulers run the splits; then profile with --launcher ray)")
+    parser.add_argument("--launcher", default=None, help="profile --launcher [default: ray with --executor ray, "
+                        "else local]")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="nasalloc-closed-loop-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -47,19 +52,20 @@ def main() -> int:
 
     gpus = sorted({g.strip() for g in args.splits.split(",")} | {"1"}, key=lambda g: float(Fraction(g)))
     nasalloc("profile", "--gpus", ",".join(gpus), "--device", "cpu", "--workload", "digits",
-             "--launcher", "local", "--noise-epochs", "none", "--out", out / "profile.json")
+             "--launcher", args.launcher or ("ray" if args.executor == "ray" else "local"), "--noise-epochs", "none",
+             "--out", out / "profile.json")
     curves = ["--curves", args.curves] if args.curves else []
     nasalloc("simulate", "--profile", out / "profile.json", "--budget", args.budget, "--gpus-per-node",
              args.budget, "--gpus-per-trial", args.splits, "--algorithms", args.algorithms,
              "--max-epochs", args.max_epochs, "--eta", 3, "--brackets", args.brackets, "--seeds", 3,
              *curves, "--out", out / "simulate", "--quiet")
     nasalloc("validate", "--plan", out / "simulate" / "plan.json", "--which", "all", "--device", "cpu",
-             "--out", out / "validate", "--quiet")
+             "--executor", args.executor, "--out", out / "validate", "--quiet")
 
     report = json.loads((out / "validate" / "report.json").read_text())
     print()
     print(f"closed loop on this machine (digits, budget {args.budget} CPU ranks, max_t {args.max_epochs}, "
-          f"{args.brackets} bracket(s)); {time.monotonic() - began:.0f} s in all; files in {out}")
+          f"{args.brackets} bracket(s), {args.executor} executor); {time.monotonic() - began:.0f} s in all; files in {out}")
     print(f"{'algorithm':<10} {'g':>4} {'predicted s':>11} {'resim s':>8} {'measured s':>10} "
           f"{'error':>7} {'model':>7} {'sched':>7}")
     for r in report["splits"]:

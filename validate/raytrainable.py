@@ -226,3 +226,10 @@ class TableRows(Searcher):
 
     def on_unpause(self, trial_id: str):
         self.searcher.on_unpause(trial_id)
+
+    # Ray saves a wrapper's own state beside the wrapped searcher's (SearchGenerator.save_to_dir)
+    def get_state(self) -> dict:
+        return {"created": self.created}
+
+    def set_state(self, state: dict) -> None:
+        self.created = int(state["created"])
