@@ -24,6 +24,8 @@ pytestmark = pytest.mark.skipif(
     subprocess.run([sys.executable, "-c", "import ray.tune"], capture_output=True).returncode != 0,
     reason="Ray Tune is not installed (pip install 'nasalloc[ray]')")
 
+HAS_HPBANDSTER = subprocess.run([sys.executable, "-c", "import hpbandster, ConfigSpace"],
+                                capture_output=True).returncode == 0
 MAX_T = 3
 SIMULATE = ["--budget", "2", "--gpus-per-node", "2", "--gpus-per-trial", "1", "--max-epochs", MAX_T, "--eta", "3",
             "--seeds", "2", "--jobs", "1", "--semantics", "ray"]
@@ -36,11 +38,14 @@ def ray_loop(tmp_path_factory):
     nasalloc("profile", "--gpus", "1", "--device", "cpu", "--workload", "digits", "--warmup", "1", "--epochs", "2",
              "--launcher", "ray", "--noise-epochs", "none", "--out", root / "profile.json", cwd=root)
     curves = _curves(root)
-    for algorithm, size in (("hyperband", ["--brackets", "2"]), ("asha", ["--trials", "5"])):
+    sizes = {"hyperband": ["--brackets", "2"], "asha": ["--trials", "5"]}
+    if HAS_HPBANDSTER:
+        sizes["bohb"] = ["--brackets", "2"]
+    for algorithm, size in sizes.items():
         nasalloc("simulate", "--profile", root / "profile.json", *SIMULATE, "--algorithms", algorithm, *size,
                  *curves, "--out", root / f"sim_{algorithm}", "--quiet", cwd=root)
     runs = {}
-    for algorithm in ("hyperband", "asha"):
+    for algorithm in sizes:
         out = root / f"val_{algorithm}"
         proc = nasalloc("validate", "--plan", root / f"sim_{algorithm}" / "plan.json", "--which", "best",
                         "--executor", "ray", "--device", "cpu", "--out", out, cwd=root, timeout=900)
@@ -111,6 +116,24 @@ def test_hyperband_pauses_at_the_rung_resumes_from_the_checkpoint_and_decides_as
     row, = json.loads((out / "report.json").read_text())["splits"]
     # Ray's HyperBand decided for every trial what nasalloc's model of it decides on the same metrics
     assert row["compared_trials"] == 5 and row["same_last_epoch"] == 5
+
+
+@pytest.mark.skipif(not HAS_HPBANDSTER, reason="TuneBOHB needs hpbandster (pip install 'nasalloc[ray]')")
+def test_bohb_runs_tunebohb_proposals_as_table_rows(ray_loop):
+    from nasalloc.validate.plan import Plan
+
+    root, runs = ray_loop
+    out, proc = runs["bohb"]
+    row, = json.loads((out / "report.json").read_text())["splits"]
+    assert row["status"] == "finished" and row["failed"] == 0 and row["trials"] == 5
+    state = json.loads((out / "bohb_g1" / "state.json").read_text())
+    assert (state["scheduler"], state["searcher"]) == ("HyperBandForBOHB", "TuneBOHB")
+    table = Plan(root / "sim_bohb" / "plan.json").table()
+    trials = _records(out / "bohb_g1")
+    for records in trials.values():
+        start = records[0]
+        assert start["config"] == table.configs[start["extra"]["row"]]  # the row nearest TuneBOHB's proposal
+    assert any(r["kind"] == "resume" for records in trials.values() for r in records)
 
 
 def test_the_ray_folder_replays_through_import(ray_loop, tmp_path):
