@@ -260,17 +260,41 @@ def record_errors(out: Path, results, task: SplitTask, elapsed_s: float) -> None
 
 
 def merge_events(out: Path) -> list:
-    """Every trial's records in one ``events.jsonl``, in time order (replaced atomically)."""
+    """Every trial's records in one ``events.jsonl``, in time order (replaced atomically); starts
+    dated as :func:`_date_starts_from_their_trigger` says."""
     from nasalloc.io import atomic_write_text
     import json
 
     records = []
     for path in sorted((out / "ray_events").glob("trial_*.jsonl")):
         records.extend(read_jsonl(path))
-    order = {"start": 0, "resume": 0, "epoch": 1, "pause": 2, "stop": 2, "complete": 2, "fail": 2}
-    records.sort(key=lambda r: (r["time_s"], order[r["kind"]], r["trial_id"]))
+    _date_starts_from_their_trigger(records)
+    records.sort(key=lambda r: r["time_s"])  # stable: a trial's own records keep their order at equal times
     atomic_write_text(out / "events.jsonl", "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
     return records
+
+
+def _date_starts_from_their_trigger(records: list) -> None:
+    """A start or resume is dated when Ray could have begun it, not when its actor was set up.
+
+    Ray starts a trial when something frees GPUs or makes it runnable (a trial ending or
+    pausing, a rung completing: every such event ends a segment) and then creates its actor,
+    which the actor's own clock cannot see. So a segment's ``time_s`` becomes the latest
+    segment end before its set-up (the search's start when there is none: the first trials, or
+    TuneBOHB creating trials one at a time) and the set-up time moves to ``extra.ray_setup_s``.
+    Start-up measured from it then holds Ray's actor creation, as ``profile --launcher ray``
+    measures it; it is a lower bound when another trial's end came in between.
+    """
+    import bisect
+
+    ends = sorted(r["time_s"] for r in records if r["kind"] in ("pause", "stop", "complete", "fail"))
+
+    for record in records:
+        if record["kind"] in ("start", "resume") and "ray_setup_s" not in record.get("extra", {}):
+            setup = record["time_s"]
+            before = bisect.bisect_right(ends, setup)
+            record.setdefault("extra", {})["ray_setup_s"] = setup
+            record["time_s"] = ends[before - 1] if before else 0.0
 
 
 def write_trace(out: Path, events: list, task: SplitTask) -> None:

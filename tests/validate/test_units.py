@@ -149,3 +149,31 @@ def test_progress_and_table_read_durations_in_s_min_or_h():
            "measured_best_metric": 0.91, "trials": 4, "failed": 0, "status": "finished"}
     line = format_table({"splits": [row], "algorithms": {}}).splitlines()[2]
     assert "5.8 s" in line and "1.6 min" in line and "2.0 h" in line
+
+
+def test_a_ray_start_is_dated_from_the_segment_end_that_let_ray_begin_it(tmp_path):
+    import json
+
+    from nasalloc.validate.raytune import merge_events
+
+    folder = tmp_path / "ray_events"
+    folder.mkdir()
+    trials = {
+        0: [("start", 1.5, 0), ("epoch", 3.0, 1), ("pause", 3.2, 1), ("resume", 9.0, 1), ("epoch", 10.0, 2),
+            ("complete", 10.1, 2)],
+        1: [("start", 1.8, 0), ("epoch", 3.5, 1), ("stop", 3.6, 1)],
+        2: [("start", 6.0, 0), ("epoch", 7.0, 1), ("stop", 7.5, 1)],
+    }
+    for trial, records in trials.items():
+        (folder / f"trial_{trial}.jsonl").write_text("".join(
+            json.dumps({"time_s": t, "kind": k, "trial_id": trial, "epoch": e, "gpus": 1.0}) + "\n"
+            for k, t, e in records))
+    merged = merge_events(tmp_path)
+    starts = {(r["trial_id"], r["kind"]): (r["time_s"], r["extra"]["ray_setup_s"])
+              for r in merged if r["kind"] in ("start", "resume")}
+    assert starts == {(0, "start"): (0.0, 1.5), (1, "start"): (0.0, 1.8),  # nothing had ended: the search's start
+                      (2, "start"): (3.6, 6.0),                           # trial 1's stop freed its GPU
+                      (0, "resume"): (7.5, 9.0)}                          # the latest end before its set-up
+    times = [r["time_s"] for r in merged]
+    assert times == sorted(times)
+    assert (tmp_path / "events.jsonl").read_text().count("\n") == len(merged) == 12
