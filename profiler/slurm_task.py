@@ -11,11 +11,16 @@ A task that already has ``RANK`` and ``WORLD_SIZE`` (torchrun inside the step, w
 
 ``--gpu-index I``: the step holds all of its node's GPUs shared with other steps (co-located
 trials of a fractional split); the task keeps only the I-th of them in CUDA_VISIBLE_DEVICES.
+
+Each task first writes one line to stderr (its rank log, ``--output``) saying where it runs
+and where it meets its peers (:func:`placement_line`): which node a rank of a multi-node step
+really ran on is then in its log, not only in the ``--nodelist`` it was asked for.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import runpy
 import sys
 from typing import Mapping
@@ -57,6 +62,15 @@ def narrowed_gpus(env: Mapping[str, str], index: int) -> str:
     return visible[index]
 
 
+def placement_line(env: Mapping[str, str]) -> str:
+    """``nasalloc slurm_task: rank R/W local L node N on NODE (host H) rendezvous ADDR:PORT``."""
+    def get(name: str) -> str:
+        return env.get(name) or "?"
+    return (f"nasalloc slurm_task: rank {get('RANK')}/{get('WORLD_SIZE')} local {get('LOCAL_RANK')} "
+            f"node {get('NODE_RANK')} on {get('SLURMD_NODENAME')} (host {platform.node()}) "
+            f"rendezvous {get('MASTER_ADDR')}:{get('MASTER_PORT')}")
+
+
 def main(argv: list[str]) -> None:
     gpu_index = None
     if argv[:1] == ["--gpu-index"]:
@@ -66,6 +80,7 @@ def main(argv: list[str]) -> None:
     os.environ.update(torchrun_env_from_slurm(os.environ))
     if gpu_index is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = narrowed_gpus(os.environ, gpu_index)
+    print(placement_line(os.environ), file=sys.stderr, flush=True)
     module, args = argv[0], argv[1:]
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

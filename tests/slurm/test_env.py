@@ -4,7 +4,7 @@ import pytest
 
 from nasalloc.errors import UserError
 from nasalloc.profiler.slurm_env import allocation_from_env, expand_hostlist, parse_per_node_counts
-from nasalloc.profiler.slurm_task import narrowed_gpus, torchrun_env_from_slurm
+from nasalloc.profiler.slurm_task import narrowed_gpus, placement_line, torchrun_env_from_slurm
 
 # What sbatch --nodes=2 --gpus-per-node=3 --exclusive exports to the batch script (SLURM 22.05).
 BATCH = {"SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "gpu[01-02]", "SLURM_JOB_NUM_NODES": "2",
@@ -88,3 +88,12 @@ def test_a_shared_step_keeps_the_gpu_its_slot_names():
     assert narrowed_gpus({"CUDA_VISIBLE_DEVICES": "4,5,6,7"}, 2) == "6"
     with pytest.raises(RuntimeError, match="--gpu-index 4"):
         narrowed_gpus({"CUDA_VISIBLE_DEVICES": "0,1"}, 4)
+
+
+def test_a_task_says_where_it_runs_and_where_it_meets_its_peers():
+    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "NODE_RANK": "1", "SLURMD_NODENAME": "gpu02",
+           "MASTER_ADDR": "gpu01", "MASTER_PORT": "29500"}
+    line = placement_line(env)
+    assert line.startswith("nasalloc slurm_task: rank 1/2 local 0 node 1 on gpu02 (host ")
+    assert line.endswith(") rendezvous gpu01:29500")
+    assert "on ? (host" in placement_line({k: v for k, v in env.items() if k != "SLURMD_NODENAME"})

@@ -3,16 +3,15 @@ recorded and survived, an allocation's SIGTERM followed by --resume in a new all
 fractional split whose trials share one GPU."""
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
-import nasalloc.data
 from nasalloc.io import read_jsonl
+
+from .conftest import small_plans
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 NASALLOC = [sys.executable, "-m", "nasalloc"]
@@ -22,24 +21,8 @@ ENDS = ("complete", "stop", "fail")
 
 @pytest.fixture(scope="module")
 def make_plan(tmp_path_factory, slurm):
-    """Small ASHA plans (4 trials of at most 3 epochs) of one split, from a copy of the shipped
-    digits curves (the plan pins their sha256)."""
-    data = Path(nasalloc.data.__file__).parent
-    shipped = next((p for p in (data / "digits_curves.csv.gz", data / "digits_curves.csv") if p.exists()), None)
-    if shipped is None:
-        pytest.skip("the shipped digits learning curves are missing")
-    curves = Path(shutil.copy(shipped, tmp_path_factory.mktemp("curves")))
-
-    def make(budget: int, gpus_per_node: int, gpus_per_trial: str) -> Path:
-        out = tmp_path_factory.mktemp("plan")
-        done = subprocess.run([*NASALLOC, "simulate", "--budget", str(budget), "--gpus-per-node", str(gpus_per_node),
-                               "--algorithms", "asha", "--gpus-per-trial", gpus_per_trial, "--max-epochs", "3",
-                               "--trials", "4", "--seeds", "1", "--jobs", "1", "--curves", str(curves),
-                               "--out", str(out), "-q"], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        return out / "plan.json"
-
-    return make
+    """Small ASHA plans of one split (see :func:`.conftest.small_plans`)."""
+    return small_plans(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
