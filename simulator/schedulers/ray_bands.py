@@ -59,7 +59,7 @@ class _RayBracket:
     """Ray's ``_Bracket``: plain data, saved as a dict."""
 
     __slots__ = ("index", "s", "n", "r", "halves", "max_t", "eta", "live", "progress",
-                 "total_work", "to_unpause", "processed", "queued")
+                 "total_work", "to_unpause", "processed", "queued", "reached")
 
     def __init__(self, index: int, s: int, n0: int, r0: int, max_t: int, eta: int):
         self.index = index  # brackets opened before it (its shape: shapes[index % len(shapes)])
@@ -71,6 +71,24 @@ class _RayBracket:
         self.to_unpause: set[int] = set()
         self.processed = False  # Ray's is_being_processed: set at the first halving, never reset
         self.queued: set[int] = set()  # its trials in the controller's queue (Ray: PENDING)
+        self.reached = 0  # live trials at or past the milestone r (kept as results come)
+
+    def _count_reached(self) -> None:
+        self.reached = sum(1 for epoch, _ in self.live.values() if epoch >= self.r)
+
+    def report(self, trial_id: int, epoch: int, score: float) -> None:
+        """A live trial's result: Ray's progress counter, its [epoch, score], the reached count."""
+        entry = self.live[trial_id]
+        self.progress += epoch - entry[0]
+        if entry[0] < self.r <= epoch:
+            self.reached += 1
+        entry[0], entry[1] = epoch, score
+
+    def drop(self, trial_id: int) -> None:
+        """The trial leaves the bracket (stopped, failed, or halved away)."""
+        entry = self.live.pop(trial_id, None)
+        if entry is not None and entry[0] >= self.r:
+            self.reached -= 1
 
     def _total_work(self, n, r, s) -> int:
         work, cumulative_r = 0, r  # Ray never advances cumulative_r: kept on purpose
@@ -84,7 +102,7 @@ class _RayBracket:
         return len(self.live) == self.n
 
     def cur_iter_done(self) -> bool:
-        return all(epoch >= self.r for epoch, _ in self.live.values())
+        return self.reached == len(self.live)  # all(epoch >= r for every live trial)
 
     def finished(self) -> bool:
         return self.halves == 0 and self.cur_iter_done()
@@ -98,6 +116,7 @@ class _RayBracket:
         self.halves -= 1
         self.n = int(np.ceil(self.n / self.eta))
         self.r = int(min(self.r * self.eta, self.max_t))
+        self._count_reached()
         ranked = sorted(self.live, key=lambda t: self.live[t][1])
         return ranked[-self.n:], ranked[:-self.n]
 
@@ -117,6 +136,7 @@ class _RayBracket:
         bracket.queued = set(data["queued"])
         bracket.live = {int(t): [int(e), ufloat(m)] for t, e, m in data["live"]}
         bracket.to_unpause = set(data["to_unpause"])
+        bracket._count_reached()
         return bracket
 
 
@@ -201,7 +221,7 @@ class RayBands:
 
     def _on_trial_remove(self, trial_id: int) -> None:
         bracket = self._bracket(self.bracket_of[trial_id])
-        bracket.live.pop(trial_id, None)
+        bracket.drop(trial_id)
         if not bracket.finished() and not bracket.processed:
             self._process(bracket)
 
@@ -222,7 +242,7 @@ class RayBands:
             if status == PAUSED:
                 self._stop_paused(trial_id)
             elif status == RUNNING:
-                bracket.live.pop(trial_id, None)
+                bracket.drop(trial_id)
                 action = Decision.STOP
             else:
                 raise RuntimeError(f"trial {trial_id} is {status} at a halving (Ray: TuneError)")
@@ -238,7 +258,7 @@ class RayBands:
                 if status == PAUSED:
                     self._stop_paused(trial_id)
                 elif status == RUNNING:
-                    bracket.live.pop(trial_id, None)
+                    bracket.drop(trial_id)
                     action = Decision.STOP
         return action
 
@@ -255,9 +275,10 @@ class RayBands:
         HyperBandForBOHB: brackets in order, and halve paused brackets once nothing runs)."""
         # Only brackets with a PENDING or promoted trial can answer; filtering before the
         # stable sort keeps the order Ray's sort of the whole band gives them.
+        # completion() is O(1): progress and the reached count are kept as results come.
         for _, group in groupby(sorted(self.active.items()), key=lambda item: item[0][0]):
             brackets = [bracket for _, bracket in group]
-            if not self.for_bohb:
+            if not self.for_bohb and len(brackets) > 1:
                 brackets.sort(key=_RayBracket.completion)
             for bracket in brackets:
                 trial_id = self._candidate(bracket)
@@ -345,9 +366,7 @@ class RayBands:
     def on_result(self, trial_id: int, epoch: int, metric: float) -> Decision:
         owner = self.owner
         bracket = self._bracket(self.bracket_of[trial_id])
-        entry = bracket.live[trial_id]
-        bracket.progress += epoch - entry[0]
-        entry[0], entry[1] = epoch, owner.signed(metric)
+        bracket.report(trial_id, epoch, owner.signed(metric))
         if trial_id in bracket.to_unpause:
             bracket.to_unpause.discard(trial_id)
             self._touch(self.bracket_of[trial_id])
