@@ -45,10 +45,16 @@ def check_count(name: str, value: Any) -> int:
     return int(value)
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars/arrays and tuples -> plain Python, so json.dumps works."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+    if type(value) in _SCALARS:
+        return value
+    if isinstance(value, dict):  # a config: plain values are copied as they are, no call each
+        return {k if type(k) is str else str(k): v if type(v) in _SCALARS else _plain(v)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, np.ndarray):
