@@ -163,6 +163,13 @@ class ASHA(SchedulerCore):
             return Decision.STOP
         return Decision.CONTINUE
 
+    def next_decision_epoch(self, trial_id: int, epoch: int) -> int:
+        """Results between rungs are plain CONTINUEs (promotion: up to the trial's next rung)."""
+        if self.variant == "promotion":
+            return self.rungs[self._level[trial_id]]
+        k = bisect.bisect_right(self.rungs, epoch)
+        return min(self.rungs[k], self.max_t) if k < len(self.rungs) else self.max_t
+
     def cutoff(self, epochs: int) -> Optional[float]:
         """Stopping variant: the cutoff a trial reaching rung ``epochs`` now would face."""
         k = self._rung_index[epochs]

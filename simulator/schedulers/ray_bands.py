@@ -390,6 +390,19 @@ class RayBands:
         self._on_trial_remove(trial_id)
         self.step()
 
+    def settled(self) -> bool:
+        """Whether step() on the next event would do nothing: no trial to create, and no
+        promoted PAUSED trial left to stage (whatever order the brackets' completion gives)."""
+        owner = self.owner
+        if len(self.queue) < self.pending and owner._next_id < self.trials_limit:
+            return False
+        status = owner._status
+        for bracket in self.active.values():
+            for trial_id in bracket.to_unpause:
+                if status[trial_id] == PAUSED and trial_id not in self.queued:
+                    return False
+        return True
+
     def milestone_of(self, trial_id: int) -> int:
         return self._bracket(self.bracket_of[trial_id]).r
 
