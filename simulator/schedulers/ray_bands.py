@@ -322,6 +322,8 @@ class RayBands:
     def step(self) -> None:
         """What TuneController.step does before it handles the next event."""
         owner = self.owner
+        if (owner._running or not self.for_bohb) and self.settled():
+            return  # nothing to create or stage: Ray's step would change nothing (cheaper to ask)
         while len(self.queue) < self.pending and owner._next_id < self.trials_limit:
             trial_id = owner._new_trial(owner._new_config(), status=PENDING)
             self.on_trial_add(trial_id)
