@@ -55,7 +55,7 @@ from nasalloc.records import Event
 
 from .cluster import Split
 from .curvetable import CurveTable
-from .schedulers.base import DONE, WAIT, Decision, Resume, Start
+from .schedulers.base import DONE, WAIT, Decision, Resume, Scheduler, Start
 from .simresult import SimulationResult
 from .timemodel import TimeModel
 
@@ -63,6 +63,7 @@ __all__ = ["ROW_KEY", "SimulationResult", "simulate"]
 
 ROW_KEY = "_row"  # the table row a sampled config came from (TableSource)
 _TRIAL_PRIORITY = 2  # SimPy's URGENT (0) and NORMAL (1: wake-ups, saved checkpoints) come first
+_NOISE_ROWS = 64  # trials' noise rows drawn at once
 _KIND_ORDER = {"epoch": 1, "pause": 2, "stop": 2, "complete": 2, "fail": 2, "start": 3, "resume": 3}
 
 
@@ -79,10 +80,11 @@ class _Env(simpy.Environment):
 
 class _Trial:
     __slots__ = ("trial_id", "row", "rel_cost", "epoch", "saved", "priority", "noise", "planned",
-                 "last_end")
+                 "last_end", "val", "test")
 
-    def __init__(self, trial_id: int, row: int, rel_cost: float, noise: list):
+    def __init__(self, trial_id: int, row: int, rel_cost: float, noise: list, curves: tuple):
         self.trial_id, self.row, self.rel_cost, self.noise = trial_id, row, rel_cost, noise
+        self.val, self.test = curves  # its row of the table, as Python floats
         self.priority = _TRIAL_PRIORITY + trial_id
         self.epoch = 0
         self.saved = None       # SimPy event while its checkpoint is being written
@@ -105,6 +107,9 @@ class _Simulation:
         self.one_gpu_epoch_s = time_model.reference_epoch_seconds(1.0, 1)
         self.sigma = time_model.noise_sigma()
         self.rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
+        self.noise_rows: list = []  # drawn a block of rows at a time, taken in trial start order
+        self.max_epochs = table.max_epochs
+        self.curves: dict[int, tuple] = {}  # row -> (val, test) as lists of Python floats
         self.record = record_events
         self.events: list[Event] = []
         self.trials: dict[int, _Trial] = {}
@@ -120,7 +125,9 @@ class _Simulation:
         self.deadline_best = (-math.inf, 0.0, 0, 0, math.nan, math.nan)  # (score, -time, -trial, -epoch, ...)
         self.sign = 1.0 if table.mode == "max" else -1.0
         self.next_decision = None if epoch_by_epoch else getattr(scheduler, "next_decision_epoch", None)
-        self.settled = getattr(scheduler, "settled", None) or (lambda: True)
+        settled = getattr(scheduler, "settled", None)
+        always = settled is None or getattr(type(scheduler), "settled", None) is Scheduler.settled
+        self.settled = None if self.next_decision is None or always else settled
         self.virtual: list = []  # (end time, priority, trial id) of each trial's next virtual epoch
         self.quiet = True        # the scheduler was settled after the last real call
         self.ticker: Optional[tuple] = None  # (time, priority) of the armed _tick
@@ -128,10 +135,18 @@ class _Simulation:
     # -- helpers ------------------------------------------------------------------------------
     def noise_row(self) -> list:
         """The epoch-time factors of a new trial, one per epoch the curves hold (and one more)."""
-        count = self.table.max_epochs + 1
+        count = self.max_epochs + 1
         if self.sigma == 0.0:
             return [1.0] * count
-        return self.rng.lognormal(-0.5 * self.sigma ** 2, self.sigma, count).tolist()
+        if not self.noise_rows:
+            block = self.rng.lognormal(-0.5 * self.sigma ** 2, self.sigma, (_NOISE_ROWS, count))
+            self.noise_rows = block.tolist()[::-1]
+        return self.noise_rows.pop()
+
+    def curves_of(self, row: int) -> tuple:
+        if row not in self.curves:
+            self.curves[row] = (self.table.val[row].tolist(), self.table.test[row].tolist())
+        return self.curves[row]
 
     def notify(self) -> None:
         """The scheduler's state changed: wake the longest-waiting slot.
@@ -153,7 +168,10 @@ class _Simulation:
     def _catch_up(self, priority: int) -> None:
         """Hand over every virtual epoch that SimPy would have processed before the event now
         being processed (time now, ``priority``), each trial's in its order."""
-        heap, now = self.virtual, self.env.now
+        heap = self.virtual
+        if not heap:
+            return
+        now = self.env.now
         while heap and (heap[0][0] < now or (heap[0][0] == now and heap[0][1] < priority)):
             if not self.quiet:
                 raise RuntimeError("a virtual epoch was left behind while the scheduler was not settled")
@@ -171,8 +189,8 @@ class _Simulation:
 
     def _after_call(self) -> None:
         """After a real call: while the scheduler is not settled, virtual epochs become real."""
-        if self.next_decision is None:
-            return
+        if self.settled is None:
+            return  # epoch by epoch, or a scheduler that is always settled
         self.quiet = self.settled()
         if not self.quiet and self.virtual:
             key = self.virtual[0][:2]
@@ -203,11 +221,10 @@ class _Simulation:
     def _result(self, trial: _Trial, end: float):
         """The epoch of ``trial`` that ended at ``end``: count it, record it, ask the scheduler."""
         epoch = trial.epoch = trial.epoch + 1
-        table = self.table
-        if epoch > table.max_epochs:
-            raise RuntimeError(f"trial {trial.trial_id} continued past the curves' {table.max_epochs} epochs")
-        metric = float(table.val[trial.row, epoch - 1])
-        test_metric = float(table.test[trial.row, epoch - 1])
+        if epoch > self.max_epochs:
+            raise RuntimeError(f"trial {trial.trial_id} continued past the curves' {self.max_epochs} epochs")
+        metric = trial.val[epoch - 1]
+        test_metric = trial.test[epoch - 1]
         self.epochs += 1
         if self.deadline_s is not None and end <= self.deadline_s:
             # the first best epoch in time order (ties: the lower trial id, as SimPy orders them)
@@ -256,7 +273,7 @@ class _Simulation:
         env, scheduler, table = self.env, self.scheduler, self.table
         if isinstance(action, Start):
             row = int(action.config[ROW_KEY])
-            trial = _Trial(action.trial_id, row, float(table.rel_cost[row]), self.noise_row())
+            trial = _Trial(action.trial_id, row, float(table.rel_cost[row]), self.noise_row(), self.curves_of(row))
             self.trials[action.trial_id] = trial
             self.active += 1
             began = env.now
@@ -284,8 +301,8 @@ class _Simulation:
         while True:
             first = trial.epoch + 1
             last = first
-            if self.next_decision is not None:
-                last = max(first, min(self.next_decision(trial.trial_id, trial.epoch), table.max_epochs + 1))
+            if self.next_decision is not None and self.quiet:  # else one epoch: it would tick anyway
+                last = max(first, min(self.next_decision(trial.trial_id, trial.epoch), self.max_epochs + 1))
             t = trial.last_end = env.now
             if last > first:
                 planned = trial.planned
