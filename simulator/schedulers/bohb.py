@@ -62,13 +62,22 @@ def kde_pdf(kde, points: np.ndarray) -> np.ndarray:
             if kind == "c":
                 kernel = (1.0 / np.sqrt(2 * np.pi)) * np.exp(-((xi - x) ** 2) / (h ** 2 * 2.0))
             elif kind == "u":
-                levels = np.unique(data[:, dim]).size
+                levels = _levels_seen(kde, dim)
                 kernel = np.where(xi == x, 1 - h, h / (levels - 1))
             else:
                 kernel = np.where(xi == x, 1 - h, 0.5 * (1 - h) * h ** np.abs(xi - x))
             values *= kernel
         continuous = np.array([kind == "c" for kind in kde.var_type])
         return (values / np.prod(bw[continuous])).sum(axis=1) / data.shape[0]
+
+
+def _levels_seen(kde, dim: int) -> int:
+    """How many values dimension ``dim`` takes in the KDE's data (kept on the KDE: its data
+    never changes, a refit makes a new one)."""
+    seen = kde.__dict__.setdefault("_nasalloc_levels", {})
+    if dim not in seen:
+        seen[dim] = np.unique(np.asarray(kde.data, dtype=float)[:, dim]).size
+    return seen[dim]
 
 
 class BOHB(HyperBand):
