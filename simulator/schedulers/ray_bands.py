@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from itertools import groupby
+from operator import attrgetter
 from typing import Optional
 
 import numpy as np
@@ -53,13 +54,14 @@ from .common import jfloat, ufloat
 
 #: Ray's default max_pending_trials with BasicVariantGenerator (min_autoscaling_rate)
 BASIC_VARIANT_PENDING = 200
+_RATIO = attrgetter("ratio")  # a bracket's completion(), kept as its trials report
 
 
 class _RayBracket:
     """Ray's ``_Bracket``: plain data, saved as a dict."""
 
     __slots__ = ("index", "s", "n", "r", "halves", "max_t", "eta", "live", "progress",
-                 "total_work", "to_unpause", "processed", "queued", "reached")
+                 "total_work", "to_unpause", "processed", "queued", "reached", "ratio")
 
     def __init__(self, index: int, s: int, n0: int, r0: int, max_t: int, eta: int):
         self.index = index  # brackets opened before it (its shape: shapes[index % len(shapes)])
@@ -72,9 +74,15 @@ class _RayBracket:
         self.processed = False  # Ray's is_being_processed: set at the first halving, never reset
         self.queued: set[int] = set()  # its trials in the controller's queue (Ray: PENDING)
         self.reached = 0  # live trials at or past the milestone r (kept as results come)
+        self.ratio = self.completion()  # kept up to date by every change below
 
     def _count_reached(self) -> None:
         self.reached = sum(1 for epoch, _ in self.live.values() if epoch >= self.r)
+        self.ratio = self.completion()
+
+    def join(self, trial_id: int) -> None:
+        self.live[trial_id] = [0, math.nan]
+        self.ratio = self.completion()
 
     def report(self, trial_id: int, epoch: int, score: float) -> None:
         """A live trial's result: Ray's progress counter, its [epoch, score], the reached count."""
@@ -83,12 +91,14 @@ class _RayBracket:
         if entry[0] < self.r <= epoch:
             self.reached += 1
         entry[0], entry[1] = epoch, score
+        self.ratio = self.completion()
 
     def drop(self, trial_id: int) -> None:
         """The trial leaves the bracket (stopped, failed, or halved away)."""
         entry = self.live.pop(trial_id, None)
         if entry is not None and entry[0] >= self.r:
             self.reached -= 1
+        self.ratio = self.completion()
 
     def _total_work(self, n, r, s) -> int:
         work, cumulative_r = 0, r  # Ray never advances cumulative_r: kept on purpose
@@ -204,7 +214,7 @@ class RayBands:
                     where = (len(self.bands) - 1, len(band) - 1)
                     break
             self.current = where
-        self._bracket(where).live[trial_id] = [0, math.nan]
+        self._bracket(where).join(trial_id)
         self.bracket_of[trial_id] = where
 
     def _stop_paused(self, trial_id: int) -> None:
@@ -279,7 +289,7 @@ class RayBands:
         for _, group in groupby(sorted(self.active.items()), key=lambda item: item[0][0]):
             brackets = [bracket for _, bracket in group]
             if not self.for_bohb and len(brackets) > 1:
-                brackets.sort(key=_RayBracket.completion)
+                brackets.sort(key=_RATIO)
             for bracket in brackets:
                 trial_id = self._candidate(bracket)
                 if trial_id is not None:
