@@ -281,8 +281,7 @@ class _Simulation:
                 config = {k: v for k, v in action.config.items() if k != ROW_KEY}
                 self.emit(time_s=began, kind="start", trial_id=trial.trial_id, epoch=0, placement=placement,
                           config=config, extra={"row": row})
-            self.yields += 1
-            yield env.at(began + self.startup_s, trial.priority)
+            training = began + self.startup_s
         elif isinstance(action, Resume):
             trial = self.trials[action.trial_id]
             self.active += 1
@@ -291,10 +290,13 @@ class _Simulation:
                 yield trial.saved
             began = env.now
             self.emit(time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
-            self.yields += 1
-            yield env.at(began + (self.resume_s + self.load_s), trial.priority)
+            training = began + (self.resume_s + self.load_s)
         else:
             raise RuntimeError(f"{type(scheduler).__name__}.suggest() returned {action!r}")
+        if self.next_decision is None:  # epoch by epoch: the start-up (or load) is an event of its own
+            self.yields += 1
+            yield env.at(training, trial.priority)
+        # else it is folded into the first stretch: nothing happens at its end but the first epoch
 
         epoch_s = trial.rel_cost * self.base_epoch_s
         noise, own = trial.noise, trial.priority
@@ -303,7 +305,7 @@ class _Simulation:
             last = first
             if self.next_decision is not None and self.quiet:  # else one epoch: it would tick anyway
                 last = max(first, min(self.next_decision(trial.trial_id, trial.epoch), self.max_epochs + 1))
-            t = trial.last_end = env.now
+            t = trial.last_end = training
             if last > first:
                 planned = trial.planned
                 for k in range(first, last):
@@ -318,6 +320,7 @@ class _Simulation:
             while trial.planned:  # its own, ending at this very time (zero-length epochs)
                 self._result(trial, trial.planned.popleft())
             decision, metric, test_metric = self._result(trial, env.now)
+            training = env.now
             self.notify()
             self._after_call()
             if decision is Decision.CONTINUE or decision == "continue":
