@@ -61,7 +61,7 @@ class _RayBracket:
     """Ray's ``_Bracket``: plain data, saved as a dict."""
 
     __slots__ = ("index", "s", "n", "r", "halves", "max_t", "eta", "live", "progress",
-                 "total_work", "to_unpause", "processed", "queued", "reached", "ratio")
+                 "total_work", "to_unpause", "processed", "queued", "reached", "ratio", "unstaged")
 
     def __init__(self, index: int, s: int, n0: int, r0: int, max_t: int, eta: int):
         self.index = index  # brackets opened before it (its shape: shapes[index % len(shapes)])
@@ -73,6 +73,7 @@ class _RayBracket:
         self.to_unpause: set[int] = set()
         self.processed = False  # Ray's is_being_processed: set at the first halving, never reset
         self.queued: set[int] = set()  # its trials in the controller's queue (Ray: PENDING)
+        self.unstaged: set[int] = set()  # of to_unpause: PAUSED, not queued (kept by _touch)
         self.reached = 0  # live trials at or past the milestone r (kept as results come)
         self.ratio = self.completion()  # kept up to date by every change below
 
@@ -146,6 +147,7 @@ class _RayBracket:
         bracket.queued = set(data["queued"])
         bracket.live = {int(t): [int(e), ufloat(m)] for t, e, m in data["live"]}
         bracket.to_unpause = set(data["to_unpause"])
+        bracket.unstaged = set()  # the owner's _touch fills it
         bracket._count_reached()
         return bracket
 
@@ -261,7 +263,7 @@ class RayBands:
             if bracket.live[trial_id][0] < bracket.r:  # continue_trial
                 if status == PAUSED:
                     bracket.to_unpause.add(trial_id)
-                    self._touch(self.bracket_of[trial_id])
+                    self._touch(self.bracket_of[trial_id], trial_id)
                 elif status == RUNNING:
                     action = Decision.CONTINUE
             elif bracket.finished():
@@ -275,8 +277,8 @@ class RayBands:
     def _candidate(self, bracket: _RayBracket) -> Optional[int]:
         """The first live trial that is PENDING, or PAUSED and promoted. Trials join a bracket
         when created, so live order is trial-id order: the smallest such id."""
-        paused = [t for t in bracket.to_unpause if self.owner._status[t] == PAUSED]
-        if not paused and not bracket.queued:
+        paused = [t for t in bracket.unstaged if self.owner._status[t] == PAUSED]
+        if not paused and not bracket.queued:  # (promoted and staged ones are in queued)
             return None
         return min(bracket.queued.union(paused))
 
@@ -306,10 +308,19 @@ class RayBands:
         return None
 
     # -- the controller ------------------------------------------------------------------------
-    def _touch(self, where: tuple[int, int]) -> None:
+    def _touch(self, where: tuple[int, int], trial_id: Optional[int] = None) -> None:
+        """``trial_id`` joined or left the bracket's queue or to_unpause set (None: any did):
+        keep its unstaged set (promoted PAUSED trials not staged yet; a trial that ends is
+        filtered by status where the set is read) and whether it has a trial to offer."""
         bracket = self._bracket(where)
         status = self.owner._status
-        if bracket.queued or any(status[t] == PAUSED for t in bracket.to_unpause):
+        if trial_id is None:
+            bracket.unstaged = {t for t in bracket.to_unpause if status[t] == PAUSED and t not in self.queued}
+        elif trial_id in bracket.to_unpause and status[trial_id] == PAUSED and trial_id not in self.queued:
+            bracket.unstaged.add(trial_id)
+        else:
+            bracket.unstaged.discard(trial_id)
+        if bracket.queued or any(status[t] == PAUSED for t in bracket.unstaged):
             self.active[where] = bracket
         else:
             self.active.pop(where, None)
@@ -319,7 +330,7 @@ class RayBands:
         self.queued.add(trial_id)
         where = self.bracket_of[trial_id]
         self._bracket(where).queued.add(trial_id)
-        self._touch(where)
+        self._touch(where, trial_id)
 
     def _unqueue(self, trial_id: int) -> None:
         if trial_id in self.queued:
@@ -327,7 +338,7 @@ class RayBands:
             self.queued.discard(trial_id)
             where = self.bracket_of[trial_id]
             self._bracket(where).queued.discard(trial_id)
-            self._touch(where)
+            self._touch(where, trial_id)
 
     def step(self) -> None:
         """What TuneController.step does before it handles the next event."""
@@ -381,7 +392,7 @@ class RayBands:
         bracket.report(trial_id, epoch, owner.signed(metric))
         if trial_id in bracket.to_unpause:
             bracket.to_unpause.discard(trial_id)
-            self._touch(self.bracket_of[trial_id])
+            self._touch(self.bracket_of[trial_id], trial_id)
         if epoch < bracket.r:
             decision = Decision.CONTINUE
         elif self.for_bohb and (not bracket.filled() or any(
@@ -410,8 +421,8 @@ class RayBands:
             return False
         status = owner._status
         for bracket in self.active.values():
-            for trial_id in bracket.to_unpause:
-                if status[trial_id] == PAUSED and trial_id not in self.queued:
+            for trial_id in bracket.unstaged:
+                if status[trial_id] == PAUSED:
                     return False
         return True
 
