@@ -113,7 +113,8 @@ class _Simulation:
         self.record = record_events
         self.events: list[Event] = []
         self.trials: dict[int, _Trial] = {}
-        self.waiters: deque = deque()   # wake-up events of slots told WAIT, oldest first
+        self.waiters: list = []  # heap of (since, wake-up event) of the slots told WAIT
+        self.waiting_since = 0   # counts the slots that began to wait, for their place in line
         self.active = 0          # segments holding GPUs (running, starting up or saving)
         self.retired = 0
         self.makespan = 0.0
@@ -128,6 +129,8 @@ class _Simulation:
         settled = getattr(scheduler, "settled", None)
         always = settled is None or getattr(type(scheduler), "settled", None) is Scheduler.settled
         self.settled = None if self.next_decision is None or always else settled
+        # the fast path wakes no idle slot where the scheduler says it would answer WAIT
+        self.waits = None if epoch_by_epoch else getattr(scheduler, "waits", None)
         self.virtual: list = []  # (end time, priority, trial id) of each trial's next virtual epoch
         self.quiet = True        # the scheduler was settled after the last real call
         self.ticker: Optional[tuple] = None  # (time, priority) of the armed _tick
@@ -152,13 +155,15 @@ class _Simulation:
         """The scheduler's state changed: wake the longest-waiting slot.
 
         A woken slot that gets work wakes the next one (a chain), one that gets WAIT again goes
-        back to the head of the queue and ends the chain: suggest() has no side effects when it
-        answers WAIT, so the slots behind it would hear WAIT too. Same outcome as waking them all,
-        without asking the scheduler once per idle slot per result. (A virtual epoch wakes no one:
-        a settled scheduler's answer to a waiting slot is still WAIT.)
+        back to its place in the line (the order slots began to wait) and ends the chain:
+        suggest() has no side effects when it answers WAIT, so the slots behind it would hear
+        WAIT too. Same outcome as waking them all, without asking the scheduler once per idle
+        slot per result; and a slot not woken keeps the same place as one woken to hear WAIT. (A virtual epoch wakes no one:
+        a settled scheduler's answer to a waiting slot is still WAIT; nor does any result where
+        ``scheduler.waits()`` says suggest() would answer WAIT.)
         """
-        if self.waiters:
-            self.waiters.popleft().succeed()
+        if self.waiters and not (self.waits is not None and self.waits()):
+            heapq.heappop(self.waiters)[1].succeed()
 
     def emit(self, **fields) -> None:
         if self.record:
@@ -252,10 +257,9 @@ class _Simulation:
                     raise RuntimeError(f"{type(scheduler).__name__} answered WAIT while no trial runs: "
                                        f"nothing could ever wake it")
                 wake = env.event()
-                if woken:
-                    self.waiters.appendleft(wake)
-                else:
-                    self.waiters.append(wake)
+                if not woken:
+                    since = self.waiting_since = self.waiting_since + 1
+                heapq.heappush(self.waiters, (since, wake))
                 self.yields += 1
                 yield wake
                 woken, priority = True, simpy.events.NORMAL

@@ -170,6 +170,10 @@ class ASHA(SchedulerCore):
         k = bisect.bisect_right(self.rungs, epoch)
         return min(self.rungs[k], self.max_t) if k < len(self.rungs) else self.max_t
 
+    def waits(self) -> bool:
+        """Stopping: once every trial was created, WAIT until none runs (then DONE)."""
+        return self.variant == "stopping" and self._next_id >= self.trials_limit and bool(self._running)
+
     def cutoff(self, epochs: int) -> Optional[float]:
         """Stopping variant: the cutoff a trial reaching rung ``epochs`` now would face."""
         k = self._rung_index[epochs]

@@ -36,6 +36,9 @@ engine does; it still reports every epoch, in order, with its own time):
     True). Ray's controller, for one, stages a promoted trial on every event while it has one
     to stage: then it is not settled, and the driver reports each epoch at its own time.
 
+``waits()`` (default False) is True only when ``suggest()`` would answer WAIT now: a driver
+then leaves its idle slots asleep.
+
 Every started trial ends as exactly one of: stopped early, completed (``max_t`` epochs), or
 failed. When ``suggest()`` returns DONE, trials still paused have been stopped: their ids are
 in ``finished_trials`` with status ``"stopped"``. Call ``trial_status(trial_id)`` to ask.
@@ -119,6 +122,11 @@ class Scheduler(ABC):
     def settled(self) -> bool:
         """See the module docstring: a plain CONTINUE now would change no other answer."""
         return True
+
+    def waits(self) -> bool:
+        """True only if ``suggest()`` would answer WAIT now (so a driver need not wake an idle
+        slot to hear it); False when unsure (default)."""
+        return False
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]: ...

@@ -202,6 +202,9 @@ class ReferenceBands:
     def settled(self) -> bool:
         return True  # an epoch before the milestone changes nothing here
 
+    def waits(self) -> bool:
+        return False  # not worked out for these rules: the driver asks
+
     def milestone_of(self, trial_id: int) -> Optional[int]:
         bracket = self.brackets.get(self.bracket_of[trial_id])
         return None if bracket is None else bracket.milestone
@@ -293,6 +296,9 @@ class HyperBand(SchedulerCore):
 
     def settled(self) -> bool:
         return self._bands.settled()
+
+    def waits(self) -> bool:
+        return self._bands.waits()
 
     def bracket_index(self, trial_id: int) -> int:
         """Brackets opened before the trial's; its shape is ``shapes[index % len(shapes)]``."""

@@ -426,6 +426,11 @@ class RayBands:
                     return False
         return True
 
+    def waits(self) -> bool:
+        """suggest() would answer WAIT: its step() would do nothing, nothing is queued, and a
+        trial runs (else it would unstick or end)."""
+        return not self.queue and bool(self.owner._running) and self.settled()
+
     def milestone_of(self, trial_id: int) -> int:
         return self._bracket(self.bracket_of[trial_id]).r
 
