@@ -110,9 +110,8 @@ class ASHA(SchedulerCore):
             return Start(trial_id, self._configs[trial_id], self._next_milestone(0))
         if self._running:
             return WAIT
-        for trial_id, status in self._status.items():
-            if status == PAUSED:
-                self._set(trial_id, STOPPED)
+        for trial_id in self.paused_trials():
+            self._set(trial_id, STOPPED)
         return DONE
 
     def _next_milestone(self, level: int) -> int:

@@ -94,6 +94,7 @@ class SchedulerCore(Scheduler):
         self._configs: dict[int, dict] = {}
         self._epochs: dict[int, int] = {}
         self._running: set[int] = set()
+        self._paused: set[int] = set()  # kept by _set: what DONE stops, without a walk over all
         self._next_id = 0
 
     # -- contract helpers -------------------------------------------------------------------
@@ -156,6 +157,14 @@ class SchedulerCore(Scheduler):
             self._running.add(trial_id)
         else:
             self._running.discard(trial_id)
+        if status == PAUSED:
+            self._paused.add(trial_id)
+        else:
+            self._paused.discard(trial_id)
+
+    def paused_trials(self) -> list:
+        """The PAUSED trials, in trial-id order (the order of the trial book)."""
+        return sorted(self._paused)
 
     def params(self) -> dict:
         """The settings a saved state only makes sense with (subclasses add theirs)."""
@@ -186,4 +195,5 @@ class SchedulerCore(Scheduler):
         self._configs = {int(t): c for t, c in state["configs"].items()}
         self._epochs = {int(t): e for t, e in state["epochs"].items()}
         self._running = {t for t, s in self._status.items() if s == RUNNING}
+        self._paused = {t for t, s in self._status.items() if s == PAUSED}
         self._next_id = int(state["next_id"])

@@ -111,9 +111,8 @@ class ReferenceBands:
             return self._start_in(bracket)
         if owner._running:
             return WAIT
-        for trial_id, status in owner._status.items():  # nothing can run any more
-            if status == PAUSED:
-                owner._set(trial_id, STOPPED)
+        for trial_id in owner.paused_trials():  # nothing can run any more
+            owner._set(trial_id, STOPPED)
         self.brackets.clear()
         return DONE
 

@@ -370,11 +370,10 @@ class RayBands:
             return Resume(trial_id, milestone)
         if owner._running:
             return WAIT
-        for trial_id, status in owner._status.items():  # nothing can run any more
-            if status == PAUSED:
-                where = self.bracket_of[trial_id]
-                owner._set(trial_id, self._ended_status(self._bracket(where),
-                                                        self._bracket(where).live[trial_id][0]))
+        for trial_id in owner.paused_trials():  # nothing can run any more
+            where = self.bracket_of[trial_id]
+            owner._set(trial_id, self._ended_status(self._bracket(where),
+                                                    self._bracket(where).live[trial_id][0]))
         return DONE
 
     def _unstick(self) -> None:
