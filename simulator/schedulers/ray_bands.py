@@ -356,7 +356,7 @@ class RayBands:
     def suggest(self):
         owner = self.owner
         self.step()
-        if not self.queue and not owner._running:
+        if not self.queue and not owner._running and owner._paused:  # (nothing paused: nothing to unstick)
             self._unstick()
         if self.queue:
             trial_id = self.queue[0]
