@@ -158,9 +158,9 @@ class _Simulation:
         back to its place in the line (the order slots began to wait) and ends the chain:
         suggest() has no side effects when it answers WAIT, so the slots behind it would hear
         WAIT too. Same outcome as waking them all, without asking the scheduler once per idle
-        slot per result; and a slot not woken keeps the same place as one woken to hear WAIT. (A virtual epoch wakes no one:
-        a settled scheduler's answer to a waiting slot is still WAIT; nor does any result where
-        ``scheduler.waits()`` says suggest() would answer WAIT.)
+        slot per result; and a slot not woken keeps the same place as one woken to hear WAIT.
+        (A virtual epoch wakes no one: a settled scheduler's answer to a waiting slot is still
+        WAIT; nor, on the fast path, does a result after which ``scheduler.waits()``.)
         """
         if self.waiters and not (self.waits is not None and self.waits()):
             heapq.heappop(self.waiters)[1].succeed()
