@@ -19,6 +19,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import os
 import resource
@@ -78,6 +80,7 @@ def measure_once(algorithm: str, slots: int, path: str) -> dict:
     scheduler = make_scheduler(algorithm, source=source, max_t=spec.max_t, min_t=spec.min_t, eta=spec.eta,
                                semantics="ray", mode=spec.mode, seed=0, trials=_trials(slots))
     extra = {"epoch_by_epoch": True} if path == "epoch" else {}
+    gc.collect()  # each run starts from the same heap, whichever ran before it
     wall, cpu = time.perf_counter(), time.process_time()
     result = simulate(scheduler, make_split(slots, spec.gpus_per_node, 1.0), prepared.time_model, prepared.table,
                       seed=0, record_events=False, **extra)
@@ -117,7 +120,7 @@ class OldCode:
 
     def __init__(self, root: str):
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", root], cwd=root, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     def ask(self, command: dict) -> dict:
         self.proc.stdin.write(json.dumps(command) + "\n")
@@ -142,7 +145,8 @@ def _worker(root: str) -> None:
         if command["what"] == "engine":
             answer = measure_once(command["algorithm"], command["slots"], "fast")
         else:
-            elapsed, cpu, epochs, runs = default_sweep(command["jobs"])
+            with contextlib.redirect_stdout(sys.stderr):  # its report must not mix with the answers
+                elapsed, cpu, epochs, runs = default_sweep(command["jobs"])
             answer = {"wall": elapsed, "cpu": cpu, "epochs": epochs, "runs": runs}
         print(json.dumps(answer), flush=True)
 
@@ -220,7 +224,8 @@ def main() -> None:
         print("  (x bare SimPy: engine seconds / seconds of a bare SimPy loop of as many events as the "
               "epoch-by-epoch path processes; epoch-path/fast and before/fast: how many times longer those take)")
         if not args.no_sweep:
-            elapsed, cpu, epochs, runs = default_sweep(args.jobs)
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # its report
+                elapsed, cpu, epochs, runs = default_sweep(args.jobs)
             before = old.ask({"what": "sweep", "jobs": args.jobs})
             verdict = "PASS" if elapsed < 4 else f"FAIL by {elapsed / 4:.1f}x"
             print(f"default sweep `nasalloc simulate --budget 64` (--jobs {args.jobs}): {runs} runs, {epochs:,} "
