@@ -1,60 +1,174 @@
-"""Benchmark of `nasalloc simulate`, measured side by side in one run.
+"""Benchmark of the simulator, measured side by side in one run.
 
-1. The default sweep, ``nasalloc simulate --budget 64`` (3 algorithms x every default split x
-   10 seeds, embedded profile and curves), timed end to end (plots included) with ``--jobs``
-   processes (default: 2, the target machine's cores). Target: under 30 s on 2 cores.
-2. In one process: the engine on every (algorithm, split) of that sweep for one seed, without
-   records, against a bare SimPy loop processing the same number of events (one process
-   yielding timeouts). Their ratio says how close the engine (scheduler decisions included)
-   comes to the limit SimPy sets; the per-algorithm lines show where the time goes.
+1. The engine alone, per algorithm and for 4, 16, 64 and 1,024 slots (1 GPU per trial on as
+   many GPUs, the embedded profile and curves, Ray semantics, ``--trials`` trials, no records):
+   simulated trial-epochs per real second and per CPU second of the milestone-to-milestone
+   engine; its time against a bare SimPy loop processing as many events as the epoch-by-epoch
+   path does (one process yielding timeouts: what SimPy itself costs for an epoch-by-epoch
+   simulation); against the epoch-by-epoch path (``epoch_by_epoch=True``); and against the code
+   before this change (``git archive BASE`` extracted into a temporary folder and run in a
+   subprocess through an import shim, so both run here, one after the other).
+   Targets: ASHA and HyperBand within 3x of bare SimPy, BOHB within 10x.
+2. The default sweep, ``nasalloc simulate --budget 64`` (3 algorithms x every default split x
+   10 seeds), end to end (plots included) with ``--jobs`` processes, now and at BASE.
+   Target: under 4 s of wall time with 2 jobs.
 
-    python bench/bench_simulate.py [--jobs N] [--curves FILE]
+    python bench/bench_simulate.py [--jobs N] [--base REV] [--slots 4,16,64,1024] [--no-sweep]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import json
+import os
 import resource
+import subprocess
+import sys
+import tarfile
 import tempfile
 import time
+from pathlib import Path
 
 import simpy
 
+ROOT = Path(__file__).resolve().parent.parent
+ALGORITHMS = ("asha", "hyperband", "bohb")
+TARGET = {"asha": 3.0, "hyperband": 3.0, "bohb": 10.0}
+
 
 def bare_simpy(events: int) -> float:
-    """Seconds SimPy takes to process ``events`` timeouts in one loop."""
-    env = simpy.Environment()
+    """Seconds SimPy takes to process ``events`` timeouts in one loop (best of 3)."""
+    best = float("inf")
+    for _ in range(3):
+        env = simpy.Environment()
 
-    def loop(env):
-        for _ in range(events):
-            yield env.timeout(1.0)
+        def loop(env):
+            for _ in range(events):
+                yield env.timeout(1.0)
 
-    env.process(loop(env))
-    began = time.perf_counter()
-    env.run()
-    return time.perf_counter() - began
+        env.process(loop(env))
+        began = time.perf_counter()
+        env.run()
+        best = min(best, time.perf_counter() - began)
+    return best
 
 
-def default_sweep(jobs: int, curves) -> tuple:
+def _trials(slots: int) -> int:
+    return max(1000, 2 * slots)
+
+
+# -- the engine alone (runs in this process for the current code, in a subprocess for BASE) -----
+_PREPARED: dict = {}
+
+
+def measure_once(algorithm: str, slots: int, path: str) -> dict:
+    """One run of the engine: seconds (wall, CPU), trial-epochs and SimPy events. ``path``:
+    ``fast`` (the default engine; the only one the code before has) or ``epoch``."""
+    from nasalloc.simulator.cluster import make_split
+    from nasalloc.simulator.engine import simulate
+    from nasalloc.simulator.schedulers import make_scheduler
+    from nasalloc.simulator.schedulers.sampling import TableSource
+    from nasalloc.simulator.setup import prepare
+
+    if slots not in _PREPARED:
+        prepared = prepare(budget=slots, seeds=1, out=tempfile.mkdtemp(), jobs=1)
+        _PREPARED[slots] = (prepared, TableSource(prepared.table.space, prepared.table.configs))
+    prepared, source = _PREPARED[slots]
+    spec = prepared.spec
+    scheduler = make_scheduler(algorithm, source=source, max_t=spec.max_t, min_t=spec.min_t, eta=spec.eta,
+                               semantics="ray", mode=spec.mode, seed=0, trials=_trials(slots))
+    extra = {"epoch_by_epoch": True} if path == "epoch" else {}
+    gc.collect()  # each run starts from the same heap, whichever ran before it
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = simulate(scheduler, make_split(slots, spec.gpus_per_node, 1.0), prepared.time_model, prepared.table,
+                      seed=0, record_events=False, **extra)
+    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "epochs": result.epochs,
+            "events": result.sim_events}
+
+
+def _shim(root: str) -> None:
+    """Import ``nasalloc`` (and its subpackages, laid out as pyproject's package-dir maps them)
+    from the tree at ``root`` instead of the installed one."""
+    import importlib.util
+
+    def load(name, folder):
+        spec = importlib.util.spec_from_file_location(name, f"{folder}/__init__.py",
+                                                      submodule_search_locations=[folder])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    top = load("nasalloc", f"{root}/nasalloc")
+    for sub in ("simulator", "profiler", "validate"):
+        if Path(f"{root}/{sub}/__init__.py").exists():
+            setattr(top, sub, load(f"nasalloc.{sub}", f"{root}/{sub}"))
+
+
+def _old_tree(base: str, into: str) -> str:
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", base], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        tar.extractall(into)
+    return into
+
+
+class OldCode:
+    """A process running the code before: one JSON command a line in, one JSON answer out, so
+    its runs interleave with the current code's (the machine's load then hits both alike)."""
+
+    def __init__(self, root: str):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", root], cwd=root, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def ask(self, command: dict) -> dict:
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the worker running the code before died (see its error above)")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def _worker(root: str) -> None:
+    _shim(root)
+    import nasalloc.simulator.engine as engine
+
+    assert engine.__file__.startswith(root), engine.__file__  # the code before, not the installed one
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["what"] == "engine":
+            answer = measure_once(command["algorithm"], command["slots"], "fast")
+        else:
+            with contextlib.redirect_stdout(sys.stderr):  # its report must not mix with the answers
+                elapsed, cpu, epochs, runs = default_sweep(command["jobs"])
+            answer = {"wall": elapsed, "cpu": cpu, "epochs": epochs, "runs": runs}
+        print(json.dumps(answer), flush=True)
+
+
+# -- the default sweep ---------------------------------------------------------------------------
+def default_sweep(jobs: int) -> tuple:
+    import csv
+
     from nasalloc.cli import main
 
     with tempfile.TemporaryDirectory() as out:
         args = ["simulate", "--budget", "64", "--out", out, "--jobs", str(jobs), "--quiet"]
-        if curves:
-            args += ["--curves", curves]
-        began = time.perf_counter()
-        cpu_began = _cpu_seconds()
+        began, cpu_began = time.perf_counter(), _cpu_seconds()
         try:
             main(args)
         except SystemExit as exit_:
             if exit_.code:
                 raise
-        elapsed = time.perf_counter() - began
-        cpu = _cpu_seconds() - cpu_began
-        import csv
-
-        rows = list(csv.DictReader(open(f"{out}/simulations.csv")))
-    return elapsed, cpu, rows
+        elapsed, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_began
+        with open(f"{out}/simulations.csv") as handle:
+            rows = list(csv.DictReader(handle))
+    return elapsed, cpu, sum(int(r["epochs"]) for r in rows), len(rows)
 
 
 def _cpu_seconds() -> float:
@@ -63,62 +177,64 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def engine_alone(curves) -> dict:
-    from nasalloc.simulator.cluster import make_split
-    from nasalloc.simulator.engine import simulate
-    from nasalloc.simulator.schedulers import make_scheduler
-    from nasalloc.simulator.schedulers.sampling import TableSource
-    from nasalloc.simulator.setup import prepare
-
-    prepared = prepare(budget=64, curves_path=curves, seeds=1, out=tempfile.mkdtemp(), jobs=1)
-    spec, table = prepared.spec, prepared.table
-    source = TableSource(table.space, table.configs)
-    per_algorithm = {}
-    for algorithm in spec.algorithms:
-        seconds = events = epochs = 0
-        for g in spec.splits:
-            scheduler = make_scheduler(algorithm, source=source, max_t=spec.max_t, min_t=spec.min_t, eta=spec.eta,
-                                       semantics=spec.semantics, mode=spec.mode, seed=spec.seeds[0],
-                                       **spec.limits(algorithm))
-            began = time.perf_counter()
-            result = simulate(scheduler, make_split(spec.budget, spec.gpus_per_node, g), prepared.time_model, table,
-                              seed=spec.seeds[0], record_events=False)
-            seconds += time.perf_counter() - began
-            events += result.sim_events
-            epochs += result.epochs
-        per_algorithm[algorithm] = (seconds, events, epochs)
-    return per_algorithm
-
-
+# -- report --------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--curves", default=None, help="trace file [default: the shipped digits benchmark]")
+    parser.add_argument("--base", default=None,
+                        help="git revision of the code before [default: where this branch left main]")
+    parser.add_argument("--slots", default="4,16,64,1024")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the default sweep")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each case, best kept (1 at 1,024 slots)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        _worker(args.worker)
+        return
 
-    elapsed, cpu, rows = default_sweep(args.jobs, args.curves)
-    epochs = sum(int(r["epochs"]) for r in rows)
-    verdict = "PASS" if elapsed < 30 else "FAIL"
-    print(f"default sweep `nasalloc simulate --budget 64` (--jobs {args.jobs}): {len(rows)} runs, "
-          f"{epochs:,} trial-epochs in {elapsed:.1f} s wall -> {epochs / elapsed:,.0f} trial-epochs/s "
-          f"[{verdict}: target < 30 s on 2 cores]")
-    # On a shared machine wall time depends on the neighbours; CPU time does not.
-    print(f"  CPU time of the sweep (all processes): {cpu:.1f} s = {cpu / 2:.1f} s on 2 dedicated cores "
-          f"(load average now {__import__('os').getloadavg()[0]:.1f})")
-
-    alone = engine_alone(args.curves)
-    total_s = sum(s for s, _, _ in alone.values())
-    total_events = sum(e for _, e, _ in alone.values())
-    total_epochs = sum(n for _, _, n in alone.values())
-    bare_s = bare_simpy(total_events)
-    print(f"one process, one seed per split: engine {total_events:,} SimPy events ({total_epochs:,} trial-epochs) "
-          f"in {total_s:.2f} s = {total_events / total_s:,.0f} events/s, {total_epochs / total_s:,.0f} "
-          f"trial-epochs/s")
-    print(f"bare SimPy loop, same {total_events:,} events: {bare_s:.3f} s = {total_events / bare_s:,.0f} events/s")
-    print(f"ratio engine / bare SimPy: {total_s / bare_s:.1f}x the time")
-    for algorithm, (seconds, events, n) in alone.items():
-        print(f"  {algorithm:<9} {seconds:6.2f} s  {events:>8,} events  {n:>8,} trial-epochs  "
-              f"{seconds / bare_simpy(events):6.1f}x bare SimPy")
+    if args.base is None:
+        args.base = subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
+                                   capture_output=True, text=True).stdout.strip()[:10]
+    slots = [int(s) for s in args.slots.split(",")]
+    cases = [(a, s) for s in slots for a in ALGORITHMS]
+    with tempfile.TemporaryDirectory() as tmp:
+        old = OldCode(_old_tree(args.base, tmp))
+        print(f"engine alone: 1 GPU per trial, max(1000, 2 x slots) trials, Ray semantics, no records; "
+              f"best of {args.repeats} interleaved runs (1 at 1,024 slots); before = {args.base} "
+              f"({subprocess.run(['git', '-C', str(ROOT), 'rev-parse', '--short', args.base], capture_output=True, text=True).stdout.strip()})")
+        print(f"{'algorithm':<9} {'slots':>5} {'epochs':>8}  {'epochs/s wall':>13} {'epochs/s CPU':>12}  "
+              f"{'x bare SimPy':>12}  {'epoch-path/fast':>15}  {'before/fast':>11}  target")
+        for case in cases:
+            best: dict = {}
+            for _ in range(1 if case[1] >= 1024 else args.repeats):
+                runs = {"fast": measure_once(*case, "fast"), "epoch": measure_once(*case, "epoch"),
+                        "old": old.ask({"what": "engine", "algorithm": case[0], "slots": case[1]})}
+                runs["bare"] = {"wall": bare_simpy(runs["epoch"]["events"])}
+                for key, run in runs.items():
+                    if key not in best or run["wall"] < best[key]["wall"]:
+                        best[key] = run
+            fast, epoch, bare = best["fast"], best["epoch"], best["bare"]["wall"]
+            ratio = fast["wall"] / bare
+            verdict = "met" if ratio <= TARGET[case[0]] else f"missed by {ratio / TARGET[case[0]]:.1f}x"
+            print(f"{case[0]:<9} {case[1]:>5} {fast['epochs']:>8,}  {fast['epochs'] / fast['wall']:>13,.0f} "
+                  f"{fast['epochs'] / max(fast['cpu'], 1e-9):>12,.0f}  {ratio:>11.1f}x  "
+                  f"{epoch['wall'] / fast['wall']:>14.2f}x  {best['old']['wall'] / fast['wall']:>10.2f}x  "
+                  f"<= {TARGET[case[0]]:.0f}x: {verdict}")
+            sys.stdout.flush()
+        print("  (x bare SimPy: engine seconds / seconds of a bare SimPy loop of as many events as the "
+              "epoch-by-epoch path processes; epoch-path/fast and before/fast: how many times longer those take)")
+        if not args.no_sweep:
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # its report
+                elapsed, cpu, epochs, runs = default_sweep(args.jobs)
+            before = old.ask({"what": "sweep", "jobs": args.jobs})
+            verdict = "PASS" if elapsed < 4 else f"FAIL by {elapsed / 4:.1f}x"
+            print(f"default sweep `nasalloc simulate --budget 64` (--jobs {args.jobs}): {runs} runs, {epochs:,} "
+                  f"trial-epochs in {elapsed:.1f} s wall ({cpu:.1f} s CPU, all processes) -> "
+                  f"{epochs / elapsed:,.0f} trial-epochs/s [{verdict}: target < 4 s on 2 cores]")
+            print(f"  before ({args.base}): {before['runs']} runs, {before['epochs']:,} trial-epochs in "
+                  f"{before['wall']:.1f} s wall ({before['cpu']:.1f} s CPU) -> {before['wall'] / elapsed:.2f}x the time now")
+            print(f"  load average now {os.getloadavg()[0]:.1f} (2 cores shared: wall times depend on the neighbours)")
+        old.close()
 
 
 if __name__ == "__main__":

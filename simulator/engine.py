@@ -10,10 +10,31 @@ to run whenever it is free:
   factor (mean 1, the profile's CV)``. After each epoch the scheduler is told the metric of the
   config's learning curve at that epoch and answers CONTINUE, PAUSE (save a checkpoint, free the
   GPUs) or STOP (free them; ``complete`` when it reached ``max_t``).
-* ``WAIT``: the slot sleeps until the next result or segment end wakes every waiting slot.
+* ``WAIT``: the slot sleeps until the next result or segment end wakes a waiting slot.
 * ``DONE``: the slot retires. Trials still paused then were stopped by the scheduler without a
   record of their own, as in the validation runner's records (ask ``trial_status``). The
   simulator has no failures.
+
+**Milestone to milestone.** A trial trains one *stretch* per SimPy timeout: from its current
+epoch up to the next epoch whose result the scheduler may answer with something other than a
+pure CONTINUE (``scheduler.next_decision_epoch``: its rung, pause or end). The epochs inside a
+stretch are *virtual*: their end times are computed up front (the same float sums as one
+timeout each), and they are handed to the scheduler, in order and with their own times, just
+before the next real event that comes after them in SimPy's order (``_catch_up``). That is
+exact while the scheduler is *settled* (``scheduler.settled()``: such a result changes nothing
+another answer depends on; Ray's controller, for one, stages a promoted trial on every event
+while it has one to stage). After every real call the engine asks; while the scheduler is not
+settled, the earliest virtual epoch becomes a real event of its own (``_tick``), so it is
+handled at its time as the epoch-by-epoch path would. ``epoch_by_epoch=True`` makes every epoch
+a stretch of one (the reference path; ``tests/simulator/test_engine_paths.py`` asserts both give
+identical records and results). What makes the two comparable, and both deterministic:
+
+* events at the same simulated time are ordered by SimPy priority: wake-ups and finished
+  checkpoint saves first, then each trial's own events by trial id (``2 + trial_id``), never by
+  when they were scheduled;
+* a trial's epoch-time noise is one row drawn when it starts (trials start in the same order
+  on both paths), not one draw per epoch in global time order;
+* records are sorted by (time, trial, epoch, kind) at the end.
 
 It writes the shared :class:`nasalloc.records.Event` records (the validation runner writes the
 same) and sums what the sweep needs as it goes, so a run without records costs little.
@@ -21,81 +42,60 @@ same) and sums what the sweep needs as it goes, so a run without records costs l
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 import simpy
+from simpy.events import Event as SimEvent
 
 from nasalloc.records import Event
 
 from .cluster import Split
 from .curvetable import CurveTable
-from .schedulers.base import DONE, WAIT, Decision, Resume, Start
+from .schedulers.base import DONE, WAIT, Decision, Resume, Scheduler, Start
+from .simresult import SimulationResult
 from .timemodel import TimeModel
 
+__all__ = ["ROW_KEY", "SimulationResult", "simulate"]
+
 ROW_KEY = "_row"  # the table row a sampled config came from (TableSource)
-_NOISE_BLOCK = 1024
+_TRIAL_PRIORITY = 2  # SimPy's URGENT (0) and NORMAL (1: wake-ups, saved checkpoints) come first
+_NOISE_ROWS = 64  # trials' noise rows drawn at once
+_KIND_ORDER = {"epoch": 1, "pause": 2, "stop": 2, "complete": 2, "fail": 2, "start": 3, "resume": 3}
 
 
-@dataclass
-class SimulationResult:
-    algorithm: str
-    budget: int
-    gpus_per_trial: float
-    parallel_trials: int
-    idle_gpus: int
-    seed: int
-    makespan_s: float
-    busy_gpu_s: float
-    trials: int
-    epochs: int
-    best_metric: float
-    best_test_metric: float
-    best_trial_id: Optional[int]
-    lower_bound_s: float
-    deadline_s: Optional[float] = None
-    deadline_metric: float = math.nan        # best metric of any epoch ended by the deadline
-    deadline_test_metric: float = math.nan
-    sim_events: int = 0                      # SimPy events the run processed (for the bench)
-    model_based_trials: Optional[int] = None  # BOHB: configs its model proposed (others: None)
-    events: list = field(default_factory=list)
-
-    @property
-    def utilization(self) -> float:
-        return self.busy_gpu_s / (self.budget * self.makespan_s) if self.makespan_s > 0 else 0.0
-
-    def row(self) -> dict:
-        """The summary columns of ``simulations.csv``."""
-        return {
-            "algorithm": self.algorithm, "budget": self.budget, "gpus_per_trial": self.gpus_per_trial,
-            "parallel_trials": self.parallel_trials, "idle_gpus": self.idle_gpus, "seed": self.seed,
-            "makespan_s": self.makespan_s, "gpu_hours": self.budget * self.makespan_s / 3600,
-            "busy_gpu_hours": self.busy_gpu_s / 3600, "utilization": self.utilization,
-            "trials": self.trials, "epochs": self.epochs, "best_metric": self.best_metric,
-            "best_test_metric": self.best_test_metric, "best_trial_id": self.best_trial_id,
-            "lower_bound_s": self.lower_bound_s, "deadline_s": self.deadline_s,
-            "deadline_metric": None if self.deadline_s is None else self.deadline_metric,
-            "deadline_test_metric": None if self.deadline_s is None else self.deadline_test_metric,
-            "model_based_trials": self.model_based_trials,
-        }
+class _Env(simpy.Environment):
+    def at(self, when: float, priority: int) -> SimEvent:
+        """An event firing at the absolute time ``when`` (scheduled with SimPy's own heap entry,
+        so a stretch end is the very float a chain of per-epoch timeouts would reach)."""
+        event = SimEvent(self)
+        event._ok = True
+        event._value = None
+        heapq.heappush(self._queue, (when, priority, next(self._eid), event))
+        return event
 
 
 class _Trial:
-    __slots__ = ("trial_id", "row", "rel_cost", "config", "epoch", "saved")
+    __slots__ = ("trial_id", "row", "rel_cost", "epoch", "saved", "priority", "noise", "planned",
+                 "last_end", "val", "test")
 
-    def __init__(self, trial_id: int, row: int, rel_cost: float, config: dict):
-        self.trial_id, self.row, self.rel_cost, self.config = trial_id, row, rel_cost, config
+    def __init__(self, trial_id: int, row: int, rel_cost: float, noise: list, curves: tuple):
+        self.trial_id, self.row, self.rel_cost, self.noise = trial_id, row, rel_cost, noise
+        self.val, self.test = curves  # its row of the table, as Python floats
+        self.priority = _TRIAL_PRIORITY + trial_id
         self.epoch = 0
         self.saved = None       # SimPy event while its checkpoint is being written
+        self.planned = deque()  # end times of its virtual epochs not handed over yet
+        self.last_end = 0.0     # when its last epoch handed over ended (or its training began)
 
 
 class _Simulation:
     def __init__(self, scheduler, split: Split, time_model: TimeModel, table: CurveTable, seed: int,
-                 record_events: bool, deadline_s: Optional[float]):
-        self.env = simpy.Environment()
+                 record_events: bool, deadline_s: Optional[float], epoch_by_epoch: bool):
+        self.env = _Env()
         self.scheduler, self.split, self.table = scheduler, split, table
         g = split.gpus_per_trial
         self.gpus = g
@@ -107,89 +107,185 @@ class _Simulation:
         self.one_gpu_epoch_s = time_model.reference_epoch_seconds(1.0, 1)
         self.sigma = time_model.noise_sigma()
         self.rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
-        self.noise = np.empty(0)
-        self.noise_at = 0
+        self.noise_rows: list = []  # drawn a block of rows at a time, taken in trial start order
+        self.max_epochs = table.max_epochs
+        self.curves: dict[int, tuple] = {}  # row -> (val, test) as lists of Python floats
         self.record = record_events
         self.events: list[Event] = []
         self.trials: dict[int, _Trial] = {}
-        self.waiters: deque = deque()   # wake-up events of slots told WAIT, oldest first
+        self.waiters: list = []  # heap of (since, wake-up event) of the slots told WAIT
+        self.waiting_since = 0   # counts the slots that began to wait, for their place in line
         self.active = 0          # segments holding GPUs (running, starting up or saving)
         self.retired = 0
         self.makespan = 0.0
         self.busy_slot_s = 0.0
         self.epochs = 0
-        self.yields = 0          # SimPy events waited on, besides one timeout per epoch
-        self.work_rel = 0.0      # sum of relative costs of the epochs trained (for the lower bound)
+        self.yields = 0          # SimPy events waited on, besides one timeout per stretch
+        self.stretches = 0       # stretch timeouts (one per epoch on the epoch-by-epoch path)
         self.deadline_s = deadline_s
-        self.deadline_best = (-math.inf, math.nan, math.nan)  # (score, metric, test)
+        self.deadline_best = (-math.inf, 0.0, 0, 0, math.nan, math.nan)  # (score, -time, -trial, -epoch, ...)
         self.sign = 1.0 if table.mode == "max" else -1.0
+        self.next_decision = None if epoch_by_epoch else getattr(scheduler, "next_decision_epoch", None)
+        settled = getattr(scheduler, "settled", None)
+        always = settled is None or getattr(type(scheduler), "settled", None) is Scheduler.settled
+        self.settled = None if self.next_decision is None or always else settled
+        # the fast path wakes no idle slot where the scheduler says it would answer WAIT
+        self.waits = None if epoch_by_epoch else getattr(scheduler, "waits", None)
+        self.virtual: list = []  # (end time, priority, trial id) of each trial's next virtual epoch
+        self.quiet = True        # the scheduler was settled after the last real call
+        self.ticker: Optional[tuple] = None  # (time, priority) of the armed _tick
 
     # -- helpers ------------------------------------------------------------------------------
-    def noise_factor(self) -> float:
+    def noise_row(self) -> list:
+        """The epoch-time factors of a new trial, one per epoch the curves hold (and one more)."""
+        count = self.max_epochs + 1
         if self.sigma == 0.0:
-            return 1.0
-        if self.noise_at >= len(self.noise):
-            self.noise = self.rng.lognormal(-0.5 * self.sigma ** 2, self.sigma, _NOISE_BLOCK)
-            self.noise_at = 0
-        value = self.noise[self.noise_at]
-        self.noise_at += 1
-        return float(value)
+            return [1.0] * count
+        if not self.noise_rows:
+            block = self.rng.lognormal(-0.5 * self.sigma ** 2, self.sigma, (_NOISE_ROWS, count))
+            self.noise_rows = block.tolist()[::-1]
+        return self.noise_rows.pop()
+
+    def curves_of(self, row: int) -> tuple:
+        if row not in self.curves:
+            self.curves[row] = (self.table.val[row].tolist(), self.table.test[row].tolist())
+        return self.curves[row]
 
     def notify(self) -> None:
         """The scheduler's state changed: wake the longest-waiting slot.
 
         A woken slot that gets work wakes the next one (a chain), one that gets WAIT again goes
-        back to the head of the queue and ends the chain: suggest() has no side effects when it
-        answers WAIT, so the slots behind it would hear WAIT too. Same outcome as waking them all,
-        without asking the scheduler once per idle slot per result.
+        back to its place in the line (the order slots began to wait) and ends the chain:
+        suggest() has no side effects when it answers WAIT, so the slots behind it would hear
+        WAIT too. Same outcome as waking them all, without asking the scheduler once per idle
+        slot per result; and a slot not woken keeps the same place as one woken to hear WAIT.
+        (A virtual epoch wakes no one: a settled scheduler's answer to a waiting slot is still
+        WAIT; nor, on the fast path, does a result after which ``scheduler.waits()``.)
         """
-        if self.waiters:
-            self.waiters.popleft().succeed()
+        if self.waiters and not (self.waits is not None and self.waits()):
+            heapq.heappop(self.waiters)[1].succeed()
 
     def emit(self, **fields) -> None:
         if self.record:
             self.events.append(Event(gpus=self.gpus, **fields))
+
+    # -- virtual epochs -----------------------------------------------------------------------
+    def _catch_up(self, priority: int) -> None:
+        """Hand over every virtual epoch that SimPy would have processed before the event now
+        being processed (time now, ``priority``), each trial's in its order."""
+        heap = self.virtual
+        if not heap:
+            return
+        now = self.env.now
+        while heap and (heap[0][0] < now or (heap[0][0] == now and heap[0][1] < priority)):
+            if not self.quiet:
+                raise RuntimeError("a virtual epoch was left behind while the scheduler was not settled")
+            _, own, trial_id = heapq.heappop(heap)
+            trial = self.trials[trial_id]
+            planned = trial.planned
+            while planned and (planned[0] < now or (planned[0] == now and own < priority)):
+                decision = self._result(trial, planned.popleft())[0]
+                if decision is not Decision.CONTINUE and decision != "continue":
+                    raise RuntimeError(f"{type(self.scheduler).__name__} answered {decision!r} to epoch "
+                                       f"{trial.epoch} of trial {trial_id}, before the epoch it named in "
+                                       f"next_decision_epoch")
+            if planned:
+                heapq.heappush(heap, (planned[0], own, trial_id))
+
+    def _after_call(self) -> None:
+        """After a real call: while the scheduler is not settled, virtual epochs become real."""
+        if self.settled is None:
+            return  # epoch by epoch, or a scheduler that is always settled
+        self.quiet = self.settled()
+        if not self.quiet and self.virtual:
+            key = self.virtual[0][:2]
+            if self.ticker is None or key < self.ticker:
+                self.ticker = key
+                event = self.env.at(*key)
+                event.callbacks.append(lambda _, key=key: self._tick(key))
+
+    def _tick(self, key: tuple) -> None:
+        """The earliest virtual epoch's own event, armed while the scheduler is not settled."""
+        if key != self.ticker:
+            return  # superseded by an earlier one
+        self.ticker = None
+        if self.quiet:
+            return  # settled again: the virtual epochs are caught up at the next real event
+        if not self.virtual or self.virtual[0][:2] != key:
+            self._after_call()  # its epoch was handed over while settled: arm the next one
+            return
+        _, own, trial_id = heapq.heappop(self.virtual)
+        trial = self.trials[trial_id]
+        self._result(trial, trial.planned.popleft())
+        if trial.planned:
+            heapq.heappush(self.virtual, (trial.planned[0], own, trial_id))
+        self.yields += 1
+        self.notify()
+        self._after_call()
+
+    def _result(self, trial: _Trial, end: float):
+        """The epoch of ``trial`` that ended at ``end``: count it, record it, ask the scheduler."""
+        epoch = trial.epoch = trial.epoch + 1
+        if epoch > self.max_epochs:
+            raise RuntimeError(f"trial {trial.trial_id} continued past the curves' {self.max_epochs} epochs")
+        metric = trial.val[epoch - 1]
+        test_metric = trial.test[epoch - 1]
+        self.epochs += 1
+        if self.deadline_s is not None and end <= self.deadline_s:
+            # the first best epoch in time order (ties: the lower trial id, as SimPy orders them)
+            key = (self.sign * metric, -end, -trial.trial_id, -epoch, metric, test_metric)
+            if key[:4] > self.deadline_best[:4]:
+                self.deadline_best = key
+        if self.record:
+            self.events.append(Event(time_s=end, kind="epoch", trial_id=trial.trial_id, epoch=epoch,
+                                     gpus=self.gpus, metric=metric, began_s=trial.last_end,
+                                     test_metric=None if math.isnan(test_metric) else test_metric))
+        trial.last_end = end
+        return self.scheduler.on_result(trial.trial_id, epoch, metric), metric, test_metric
 
     # -- processes ----------------------------------------------------------------------------
     def slot(self, slot):
         env, scheduler = self.env, self.scheduler
         placement = list(slot.gpus)
         woken = False
+        priority = 0  # the priority of the SimPy event this process is handling
         while True:
+            self._catch_up(priority)
             action = scheduler.suggest()
             if action is WAIT:
                 if self.active == 0:
                     raise RuntimeError(f"{type(scheduler).__name__} answered WAIT while no trial runs: "
                                        f"nothing could ever wake it")
                 wake = env.event()
-                if woken:
-                    self.waiters.appendleft(wake)
-                else:
-                    self.waiters.append(wake)
+                if not woken:
+                    since = self.waiting_since = self.waiting_since + 1
+                heapq.heappush(self.waiters, (since, wake))
                 self.yields += 1
                 yield wake
-                woken = True
+                woken, priority = True, simpy.events.NORMAL
                 continue
+            self._after_call()
             if woken:
                 self.notify()  # pass the wake-up on along the chain
                 woken = False
             if action is DONE:
                 break
-            yield from self.segment(action, placement)
+            priority = yield from self.segment(action, placement)
         self.retired += 1
 
     def segment(self, action, placement):
         env, scheduler, table = self.env, self.scheduler, self.table
         if isinstance(action, Start):
-            config = dict(action.config)
-            row = int(config.pop(ROW_KEY))
-            trial = self.trials[action.trial_id] = _Trial(action.trial_id, row, float(table.rel_cost[row]), config)
+            row = int(action.config[ROW_KEY])
+            trial = _Trial(action.trial_id, row, float(table.rel_cost[row]), self.noise_row(), self.curves_of(row))
+            self.trials[action.trial_id] = trial
             self.active += 1
             began = env.now
-            self.emit(time_s=began, kind="start", trial_id=trial.trial_id, epoch=0, placement=placement,
-                      config=config, extra={"row": row})
-            self.yields += 1
-            yield env.timeout(self.startup_s)
+            if self.record:
+                config = {k: v for k, v in action.config.items() if k != ROW_KEY}
+                self.emit(time_s=began, kind="start", trial_id=trial.trial_id, epoch=0, placement=placement,
+                          config=config, extra={"row": row})
+            training = began + self.startup_s
         elif isinstance(action, Resume):
             trial = self.trials[action.trial_id]
             self.active += 1
@@ -198,51 +294,60 @@ class _Simulation:
                 yield trial.saved
             began = env.now
             self.emit(time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
-            self.yields += 1
-            yield env.timeout(self.resume_s + self.load_s)
+            training = began + (self.resume_s + self.load_s)
         else:
             raise RuntimeError(f"{type(scheduler).__name__}.suggest() returned {action!r}")
+        if self.next_decision is None:  # epoch by epoch: the start-up (or load) is an event of its own
+            self.yields += 1
+            yield env.at(training, trial.priority)
+        # else it is folded into the first stretch: nothing happens at its end but the first epoch
 
-        row, val, test = trial.row, table.val, table.test
+        epoch_s = trial.rel_cost * self.base_epoch_s
+        noise, own = trial.noise, trial.priority
         while True:
-            epoch_began = env.now
-            yield env.timeout(trial.rel_cost * self.base_epoch_s * self.noise_factor())
-            trial.epoch += 1
-            epoch = trial.epoch
-            if epoch > table.max_epochs:
-                raise RuntimeError(f"trial {trial.trial_id} continued past the curves' {table.max_epochs} epochs")
-            metric = float(val[row, epoch - 1])
-            test_metric = float(test[row, epoch - 1])
-            self.epochs += 1
-            self.work_rel += trial.rel_cost
-            if self.deadline_s is not None and env.now <= self.deadline_s:
-                score = self.sign * metric
-                if score > self.deadline_best[0]:
-                    self.deadline_best = (score, metric, test_metric)
-            self.emit(time_s=env.now, kind="epoch", trial_id=trial.trial_id, epoch=epoch, metric=metric,
-                      test_metric=None if math.isnan(test_metric) else test_metric, began_s=epoch_began)
-            decision = scheduler.on_result(trial.trial_id, epoch, metric)
+            first = trial.epoch + 1
+            last = first
+            if self.next_decision is not None and self.quiet:  # else one epoch: it would tick anyway
+                last = max(first, min(self.next_decision(trial.trial_id, trial.epoch), self.max_epochs + 1))
+            t = trial.last_end = training
+            if last > first:
+                planned = trial.planned
+                for k in range(first, last):
+                    t = t + epoch_s * noise[k - 1]
+                    planned.append(t)
+                heapq.heappush(self.virtual, (planned[0], own, trial.trial_id))
+                if not self.quiet:
+                    self._after_call()  # an earlier virtual epoch than the armed one
+            self.stretches += 1
+            yield env.at(t + epoch_s * noise[last - 1], own)
+            self._catch_up(own)
+            while trial.planned:  # its own, ending at this very time (zero-length epochs)
+                self._result(trial, trial.planned.popleft())
+            decision, metric, test_metric = self._result(trial, env.now)
+            training = env.now
             self.notify()
+            self._after_call()
             if decision is Decision.CONTINUE or decision == "continue":
                 continue
             if decision is Decision.PAUSE or decision == "pause":
                 trial.saved = env.event()
                 self.yields += 1
-                yield env.timeout(self.save_s)
+                yield env.at(env.now + self.save_s, own)
                 trial.saved.succeed()
                 trial.saved = None
                 kind = "pause"
             elif decision is Decision.STOP or decision == "stop":
-                kind = "complete" if epoch >= scheduler.max_t else "stop"
+                kind = "complete" if trial.epoch >= scheduler.max_t else "stop"
             else:
                 raise RuntimeError(f"{type(scheduler).__name__}.on_result returned {decision!r}")
-            self.emit(time_s=env.now, kind=kind, trial_id=trial.trial_id, epoch=epoch, metric=metric,
+            self.emit(time_s=env.now, kind=kind, trial_id=trial.trial_id, epoch=trial.epoch, metric=metric,
                       test_metric=None if math.isnan(test_metric) else test_metric)
             break
         self.active -= 1
         self.busy_slot_s += env.now - began
         self.makespan = max(self.makespan, env.now)
         self.notify()
+        return own
 
     # -- result -------------------------------------------------------------------------------
     def run(self, algorithm: str, seed: int) -> SimulationResult:
@@ -252,17 +357,20 @@ class _Simulation:
         if self.retired != len(self.split.slots):
             raise RuntimeError(f"{self.split.parallel_trials - self.retired} slot(s) still waiting when the "
                                f"simulation ran out of events: the scheduler never said DONE")
+        if self.record:
+            self.events.sort(key=lambda e: (e.time_s, e.trial_id, e.epoch, _KIND_ORDER[e.kind]))
         best_metric, best_test, best_id = self.best_trial()
-        deadline_metric, deadline_test = self.deadline_best[1:] if self.deadline_s is not None else (math.nan,) * 2
+        deadline_metric, deadline_test = self.deadline_best[4:] if self.deadline_s is not None else (math.nan,) * 2
+        work_rel = math.fsum(trial.rel_cost * trial.epoch for trial in self.trials.values())
         return SimulationResult(
             algorithm=algorithm, budget=self.split.budget, gpus_per_trial=self.gpus,
             parallel_trials=self.split.parallel_trials, idle_gpus=self.split.idle_gpus, seed=seed,
             makespan_s=self.makespan, busy_gpu_s=self.busy_slot_s * self.gpus, trials=len(self.trials),
             epochs=self.epochs, best_metric=best_metric, best_test_metric=best_test, best_trial_id=best_id,
-            lower_bound_s=self.work_rel * self.one_gpu_epoch_s / self.split.budget, deadline_s=self.deadline_s,
+            lower_bound_s=work_rel * self.one_gpu_epoch_s / self.split.budget, deadline_s=self.deadline_s,
             deadline_metric=deadline_metric, deadline_test_metric=deadline_test,
-            sim_events=self.epochs + self.yields, events=self.events,
-            model_based_trials=getattr(self.scheduler, "model_based_picks", None))
+            sim_events=self.stretches + self.yields,
+            events=self.events, model_based_trials=getattr(self.scheduler, "model_based_picks", None))
 
     def best_trial(self):
         """The trial whose metric at its last epoch is best; ties go to the lower trial id."""
@@ -278,11 +386,13 @@ class _Simulation:
 
 
 def simulate(scheduler, split: Split, time_model: TimeModel, table: CurveTable, *, seed: int = 0,
-             algorithm: str = "", record_events: bool = True, deadline_s: Optional[float] = None) -> SimulationResult:
+             algorithm: str = "", record_events: bool = True, deadline_s: Optional[float] = None,
+             epoch_by_epoch: bool = False) -> SimulationResult:
     """Run ``scheduler`` to DONE on ``split`` in simulated time; see the module docstring.
 
     ``seed`` seeds the epoch-time noise only (the scheduler carries its own seed). Configs the
     scheduler starts must carry ``"_row"``, their row in ``table`` (``TableSource`` does).
+    ``epoch_by_epoch``: one SimPy timeout per epoch (the reference path; same records).
     """
-    simulation = _Simulation(scheduler, split, time_model, table, seed, record_events, deadline_s)
+    simulation = _Simulation(scheduler, split, time_model, table, seed, record_events, deadline_s, epoch_by_epoch)
     return simulation.run(algorithm or getattr(scheduler, "name", type(scheduler).__name__), seed)

@@ -66,6 +66,9 @@ class SweepSpec:
     curves_sha256: str = ""
     batch_scaling: str = ""  # BatchScaling.key(): '' when curves are used as recorded
     version: str = field(default_factory=lambda: __import__("nasalloc").__version__)  # rows of other code differ
+    # the engine's numbering of the same inputs: 2 = epoch-time noise drawn per trial at its
+    # start, same-time events ordered by trial id (docs/engine.md); a 0.2.0 folder is refused
+    engine: int = 2
 
     def limits(self, algorithm: str) -> dict:
         """``trials``/``brackets`` for ``make_scheduler``: see :func:`scheduler_limits`."""

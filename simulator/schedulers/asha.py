@@ -110,9 +110,8 @@ class ASHA(SchedulerCore):
             return Start(trial_id, self._configs[trial_id], self._next_milestone(0))
         if self._running:
             return WAIT
-        for trial_id, status in self._status.items():
-            if status == PAUSED:
-                self._set(trial_id, STOPPED)
+        for trial_id in self.paused_trials():
+            self._set(trial_id, STOPPED)
         return DONE
 
     def _next_milestone(self, level: int) -> int:
@@ -162,6 +161,17 @@ class ASHA(SchedulerCore):
             self._set(trial_id, STOPPED)
             return Decision.STOP
         return Decision.CONTINUE
+
+    def next_decision_epoch(self, trial_id: int, epoch: int) -> int:
+        """Results between rungs are plain CONTINUEs (promotion: up to the trial's next rung)."""
+        if self.variant == "promotion":
+            return self.rungs[self._level[trial_id]]
+        k = bisect.bisect_right(self.rungs, epoch)
+        return min(self.rungs[k], self.max_t) if k < len(self.rungs) else self.max_t
+
+    def waits(self) -> bool:
+        """Stopping: once every trial was created, WAIT until none runs (then DONE)."""
+        return self.variant == "stopping" and self._next_id >= self.trials_limit and bool(self._running)
 
     def cutoff(self, epochs: int) -> Optional[float]:
         """Stopping variant: the cutoff a trial reaching rung ``epochs`` now would face."""

@@ -25,6 +25,20 @@ never uses global random state. The SimPy engine (simulated time) and the valida
 ``milestone`` in Start/Resume is the epoch at which the trial next reaches a rung (where it may
 be paused or stopped); drivers use it only for reports, the decisions come from ``on_result``.
 
+Two optional promises let a driver advance a trial from milestone to milestone (the SimPy
+engine does; it still reports every epoch, in order, with its own time):
+
+``next_decision_epoch(trial_id, epoch)``
+    the first epoch after ``epoch`` whose result may be answered with anything but a CONTINUE
+    that changes nothing another answer depends on (default ``epoch + 1``: every epoch);
+``settled()``
+    whether such a result, arriving now, would leave every other answer unchanged (default
+    True). Ray's controller, for one, stages a promoted trial on every event while it has one
+    to stage: then it is not settled, and the driver reports each epoch at its own time.
+
+``waits()`` (default False) is True only when ``suggest()`` would answer WAIT now: a driver
+then leaves its idle slots asleep.
+
 Every started trial ends as exactly one of: stopped early, completed (``max_t`` epochs), or
 failed. When ``suggest()`` returns DONE, trials still paused have been stopped: their ids are
 in ``finished_trials`` with status ``"stopped"``. Call ``trial_status(trial_id)`` to ask.
@@ -100,6 +114,19 @@ class Scheduler(ABC):
 
     @abstractmethod
     def trial_status(self, trial_id: int) -> Optional[str]: ...
+
+    def next_decision_epoch(self, trial_id: int, epoch: int) -> int:
+        """See the module docstring: results before this epoch are plain CONTINUEs."""
+        return epoch + 1
+
+    def settled(self) -> bool:
+        """See the module docstring: a plain CONTINUE now would change no other answer."""
+        return True
+
+    def waits(self) -> bool:
+        """True only if ``suggest()`` would answer WAIT now (so a driver need not wake an idle
+        slot to hear it); False when unsure (default)."""
+        return False
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]: ...

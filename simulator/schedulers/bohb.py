@@ -62,13 +62,22 @@ def kde_pdf(kde, points: np.ndarray) -> np.ndarray:
             if kind == "c":
                 kernel = (1.0 / np.sqrt(2 * np.pi)) * np.exp(-((xi - x) ** 2) / (h ** 2 * 2.0))
             elif kind == "u":
-                levels = np.unique(data[:, dim]).size
+                levels = _levels_seen(kde, dim)
                 kernel = np.where(xi == x, 1 - h, h / (levels - 1))
             else:
                 kernel = np.where(xi == x, 1 - h, 0.5 * (1 - h) * h ** np.abs(xi - x))
             values *= kernel
         continuous = np.array([kind == "c" for kind in kde.var_type])
         return (values / np.prod(bw[continuous])).sum(axis=1) / data.shape[0]
+
+
+def _levels_seen(kde, dim: int) -> int:
+    """How many values dimension ``dim`` takes in the KDE's data (kept on the KDE: its data
+    never changes, a refit makes a new one)."""
+    seen = kde.__dict__.setdefault("_nasalloc_levels", {})
+    if dim not in seen:
+        seen[dim] = np.unique(np.asarray(kde.data, dtype=float)[:, dim]).size
+    return seen[dim]
 
 
 class BOHB(HyperBand):
@@ -179,24 +188,28 @@ class BOHB(HyperBand):
         """HpBandSter's rule for inactive (NaN) values: copy them from a random row where the
         first missing dimension is active; if no row has it, a random valid value.
         (``rng.integers(0, n)`` is the draw ``rng.choice`` of n donors makes.)"""
-        out = rows.copy()
-        missing_rows = np.isnan(out)
+        missing_rows = np.isnan(rows)
         if not missing_rows.any():
-            return out
-        donors = [np.flatnonzero(column) for column in np.isfinite(rows).T]
-        for i in np.flatnonzero(missing_rows.any(axis=1)):
+            return rows.copy()
+        # Python lists: the same draws in the same order, without a numpy call per value
+        source = rows.tolist()
+        out = rows.tolist()
+        donors = [np.flatnonzero(column).tolist() for column in np.isfinite(rows).T]
+        for i in np.flatnonzero(missing_rows.any(axis=1)).tolist():
             row = out[i]
-            missing = np.flatnonzero(np.isnan(row))
-            while missing.size:
+            missing = [d for d, value in enumerate(row) if value != value]
+            while missing:
                 dim = missing[0]
                 pool = donors[dim]
-                if pool.size:
-                    row[missing] = rows[pool[rng.integers(0, pool.size)], missing]
+                if pool:
+                    donor = source[pool[int(rng.integers(0, len(pool)))]]
+                    for d in missing:
+                        row[d] = donor[d]
                 else:
                     levels = self.levels[dim]
-                    row[dim] = rng.integers(levels) if levels else rng.random()
-                missing = np.flatnonzero(np.isnan(row))
-        return out
+                    row[dim] = float(rng.integers(levels)) if levels else rng.random()
+                missing = [d for d in missing if row[d] != row[d]]
+        return np.array(out, dtype=float)
 
     # -- proposing ----------------------------------------------------------------------------
     def _new_config(self) -> dict:

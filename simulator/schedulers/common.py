@@ -45,10 +45,16 @@ def check_count(name: str, value: Any) -> int:
     return int(value)
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars/arrays and tuples -> plain Python, so json.dumps works."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+    if type(value) in _SCALARS:
+        return value
+    if isinstance(value, dict):  # a config: plain values are copied as they are, no call each
+        return {k if type(k) is str else str(k): v if type(v) in _SCALARS else _plain(v)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, np.ndarray):
@@ -88,6 +94,7 @@ class SchedulerCore(Scheduler):
         self._configs: dict[int, dict] = {}
         self._epochs: dict[int, int] = {}
         self._running: set[int] = set()
+        self._paused: set[int] = set()  # kept by _set: what DONE stops, without a walk over all
         self._next_id = 0
 
     # -- contract helpers -------------------------------------------------------------------
@@ -150,6 +157,14 @@ class SchedulerCore(Scheduler):
             self._running.add(trial_id)
         else:
             self._running.discard(trial_id)
+        if status == PAUSED:
+            self._paused.add(trial_id)
+        else:
+            self._paused.discard(trial_id)
+
+    def paused_trials(self) -> list:
+        """The PAUSED trials, in trial-id order (the order of the trial book)."""
+        return sorted(self._paused)
 
     def params(self) -> dict:
         """The settings a saved state only makes sense with (subclasses add theirs)."""
@@ -180,4 +195,5 @@ class SchedulerCore(Scheduler):
         self._configs = {int(t): c for t, c in state["configs"].items()}
         self._epochs = {int(t): e for t, e in state["epochs"].items()}
         self._running = {t for t, s in self._status.items() if s == RUNNING}
+        self._paused = {t for t, s in self._status.items() if s == PAUSED}
         self._next_id = int(state["next_id"])

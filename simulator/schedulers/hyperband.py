@@ -20,6 +20,7 @@ keeps ``min(live, n)`` at each rung), or ``brackets=N`` runs N brackets (bracket
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any, Optional
 
@@ -110,9 +111,8 @@ class ReferenceBands:
             return self._start_in(bracket)
         if owner._running:
             return WAIT
-        for trial_id, status in owner._status.items():  # nothing can run any more
-            if status == PAUSED:
-                owner._set(trial_id, STOPPED)
+        for trial_id in owner.paused_trials():  # nothing can run any more
+            owner._set(trial_id, STOPPED)
         self.brackets.clear()
         return DONE
 
@@ -198,6 +198,12 @@ class ReferenceBands:
         if bracket.to_start == 0 and not bracket.live:
             self.brackets.pop(bracket.index, None)
 
+    def settled(self) -> bool:
+        return True  # an epoch before the milestone changes nothing here
+
+    def waits(self) -> bool:
+        return False  # not worked out for these rules: the driver asks
+
     def milestone_of(self, trial_id: int) -> Optional[int]:
         bracket = self.brackets.get(self.bracket_of[trial_id])
         return None if bracket is None else bracket.milestone
@@ -278,6 +284,20 @@ class HyperBand(SchedulerCore):
     def milestone_of(self, trial_id: int) -> Optional[int]:
         """The milestone the trial is training towards (None once its bracket closed)."""
         return self._bands.milestone_of(trial_id)
+
+    def next_decision_epoch(self, trial_id: int, epoch: int) -> int:
+        """The next milestone of any bracket (BOHB observes results there), at the latest the
+        trial's own: both semantics answer a plain CONTINUE before it."""
+        k = bisect.bisect_right(self.milestones, epoch)
+        nearest = self.milestones[k] if k < len(self.milestones) else epoch + 1
+        own = self._bands.milestone_of(trial_id)
+        return nearest if own is None or own <= epoch else min(nearest, own)
+
+    def settled(self) -> bool:
+        return self._bands.settled()
+
+    def waits(self) -> bool:
+        return self._bands.waits()
 
     def bracket_index(self, trial_id: int) -> int:
         """Brackets opened before the trial's; its shape is ``shapes[index % len(shapes)]``."""

@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from itertools import groupby
+from operator import attrgetter
 from typing import Optional
 
 import numpy as np
@@ -53,13 +54,14 @@ from .common import jfloat, ufloat
 
 #: Ray's default max_pending_trials with BasicVariantGenerator (min_autoscaling_rate)
 BASIC_VARIANT_PENDING = 200
+_RATIO = attrgetter("ratio")  # a bracket's completion(), kept as its trials report
 
 
 class _RayBracket:
     """Ray's ``_Bracket``: plain data, saved as a dict."""
 
     __slots__ = ("index", "s", "n", "r", "halves", "max_t", "eta", "live", "progress",
-                 "total_work", "to_unpause", "processed", "queued")
+                 "total_work", "to_unpause", "processed", "queued", "reached", "ratio", "unstaged")
 
     def __init__(self, index: int, s: int, n0: int, r0: int, max_t: int, eta: int):
         self.index = index  # brackets opened before it (its shape: shapes[index % len(shapes)])
@@ -71,6 +73,33 @@ class _RayBracket:
         self.to_unpause: set[int] = set()
         self.processed = False  # Ray's is_being_processed: set at the first halving, never reset
         self.queued: set[int] = set()  # its trials in the controller's queue (Ray: PENDING)
+        self.unstaged: set[int] = set()  # of to_unpause: PAUSED, not queued (kept by _touch)
+        self.reached = 0  # live trials at or past the milestone r (kept as results come)
+        self.ratio = self.completion()  # kept up to date by every change below
+
+    def _count_reached(self) -> None:
+        self.reached = sum(1 for epoch, _ in self.live.values() if epoch >= self.r)
+        self.ratio = self.completion()
+
+    def join(self, trial_id: int) -> None:
+        self.live[trial_id] = [0, math.nan]
+        self.ratio = self.completion()
+
+    def report(self, trial_id: int, epoch: int, score: float) -> None:
+        """A live trial's result: Ray's progress counter, its [epoch, score], the reached count."""
+        entry = self.live[trial_id]
+        self.progress += epoch - entry[0]
+        if entry[0] < self.r <= epoch:
+            self.reached += 1
+        entry[0], entry[1] = epoch, score
+        self.ratio = self.completion()
+
+    def drop(self, trial_id: int) -> None:
+        """The trial leaves the bracket (stopped, failed, or halved away)."""
+        entry = self.live.pop(trial_id, None)
+        if entry is not None and entry[0] >= self.r:
+            self.reached -= 1
+        self.ratio = self.completion()
 
     def _total_work(self, n, r, s) -> int:
         work, cumulative_r = 0, r  # Ray never advances cumulative_r: kept on purpose
@@ -84,7 +113,7 @@ class _RayBracket:
         return len(self.live) == self.n
 
     def cur_iter_done(self) -> bool:
-        return all(epoch >= self.r for epoch, _ in self.live.values())
+        return self.reached == len(self.live)  # all(epoch >= r for every live trial)
 
     def finished(self) -> bool:
         return self.halves == 0 and self.cur_iter_done()
@@ -98,6 +127,7 @@ class _RayBracket:
         self.halves -= 1
         self.n = int(np.ceil(self.n / self.eta))
         self.r = int(min(self.r * self.eta, self.max_t))
+        self._count_reached()
         ranked = sorted(self.live, key=lambda t: self.live[t][1])
         return ranked[-self.n:], ranked[:-self.n]
 
@@ -117,6 +147,8 @@ class _RayBracket:
         bracket.queued = set(data["queued"])
         bracket.live = {int(t): [int(e), ufloat(m)] for t, e, m in data["live"]}
         bracket.to_unpause = set(data["to_unpause"])
+        bracket.unstaged = set()  # the owner's _touch fills it
+        bracket._count_reached()
         return bracket
 
 
@@ -184,7 +216,7 @@ class RayBands:
                     where = (len(self.bands) - 1, len(band) - 1)
                     break
             self.current = where
-        self._bracket(where).live[trial_id] = [0, math.nan]
+        self._bracket(where).join(trial_id)
         self.bracket_of[trial_id] = where
 
     def _stop_paused(self, trial_id: int) -> None:
@@ -201,7 +233,7 @@ class RayBands:
 
     def _on_trial_remove(self, trial_id: int) -> None:
         bracket = self._bracket(self.bracket_of[trial_id])
-        bracket.live.pop(trial_id, None)
+        bracket.drop(trial_id)
         if not bracket.finished() and not bracket.processed:
             self._process(bracket)
 
@@ -222,7 +254,7 @@ class RayBands:
             if status == PAUSED:
                 self._stop_paused(trial_id)
             elif status == RUNNING:
-                bracket.live.pop(trial_id, None)
+                bracket.drop(trial_id)
                 action = Decision.STOP
             else:
                 raise RuntimeError(f"trial {trial_id} is {status} at a halving (Ray: TuneError)")
@@ -231,22 +263,22 @@ class RayBands:
             if bracket.live[trial_id][0] < bracket.r:  # continue_trial
                 if status == PAUSED:
                     bracket.to_unpause.add(trial_id)
-                    self._touch(self.bracket_of[trial_id])
+                    self._touch(self.bracket_of[trial_id], trial_id)
                 elif status == RUNNING:
                     action = Decision.CONTINUE
             elif bracket.finished():
                 if status == PAUSED:
                     self._stop_paused(trial_id)
                 elif status == RUNNING:
-                    bracket.live.pop(trial_id, None)
+                    bracket.drop(trial_id)
                     action = Decision.STOP
         return action
 
     def _candidate(self, bracket: _RayBracket) -> Optional[int]:
         """The first live trial that is PENDING, or PAUSED and promoted. Trials join a bracket
         when created, so live order is trial-id order: the smallest such id."""
-        paused = [t for t in bracket.to_unpause if self.owner._status[t] == PAUSED]
-        if not paused and not bracket.queued:
+        paused = [t for t in bracket.unstaged if self.owner._status[t] == PAUSED]
+        if not paused and not bracket.queued:  # (promoted and staged ones are in queued)
             return None
         return min(bracket.queued.union(paused))
 
@@ -255,10 +287,11 @@ class RayBands:
         HyperBandForBOHB: brackets in order, and halve paused brackets once nothing runs)."""
         # Only brackets with a PENDING or promoted trial can answer; filtering before the
         # stable sort keeps the order Ray's sort of the whole band gives them.
+        # completion() is O(1): progress and the reached count are kept as results come.
         for _, group in groupby(sorted(self.active.items()), key=lambda item: item[0][0]):
             brackets = [bracket for _, bracket in group]
-            if not self.for_bohb:
-                brackets.sort(key=_RayBracket.completion)
+            if not self.for_bohb and len(brackets) > 1:
+                brackets.sort(key=_RATIO)
             for bracket in brackets:
                 trial_id = self._candidate(bracket)
                 if trial_id is not None:
@@ -275,10 +308,19 @@ class RayBands:
         return None
 
     # -- the controller ------------------------------------------------------------------------
-    def _touch(self, where: tuple[int, int]) -> None:
+    def _touch(self, where: tuple[int, int], trial_id: Optional[int] = None) -> None:
+        """``trial_id`` joined or left the bracket's queue or to_unpause set (None: any did):
+        keep its unstaged set (promoted PAUSED trials not staged yet; a trial that ends is
+        filtered by status where the set is read) and whether it has a trial to offer."""
         bracket = self._bracket(where)
         status = self.owner._status
-        if bracket.queued or any(status[t] == PAUSED for t in bracket.to_unpause):
+        if trial_id is None:
+            bracket.unstaged = {t for t in bracket.to_unpause if status[t] == PAUSED and t not in self.queued}
+        elif trial_id in bracket.to_unpause and status[trial_id] == PAUSED and trial_id not in self.queued:
+            bracket.unstaged.add(trial_id)
+        else:
+            bracket.unstaged.discard(trial_id)
+        if bracket.queued or any(status[t] == PAUSED for t in bracket.unstaged):
             self.active[where] = bracket
         else:
             self.active.pop(where, None)
@@ -288,7 +330,7 @@ class RayBands:
         self.queued.add(trial_id)
         where = self.bracket_of[trial_id]
         self._bracket(where).queued.add(trial_id)
-        self._touch(where)
+        self._touch(where, trial_id)
 
     def _unqueue(self, trial_id: int) -> None:
         if trial_id in self.queued:
@@ -296,11 +338,13 @@ class RayBands:
             self.queued.discard(trial_id)
             where = self.bracket_of[trial_id]
             self._bracket(where).queued.discard(trial_id)
-            self._touch(where)
+            self._touch(where, trial_id)
 
     def step(self) -> None:
         """What TuneController.step does before it handles the next event."""
         owner = self.owner
+        if (owner._running or not self.for_bohb) and self.settled():
+            return  # nothing to create or stage: Ray's step would change nothing (cheaper to ask)
         while len(self.queue) < self.pending and owner._next_id < self.trials_limit:
             trial_id = owner._new_trial(owner._new_config(), status=PENDING)
             self.on_trial_add(trial_id)
@@ -312,7 +356,7 @@ class RayBands:
     def suggest(self):
         owner = self.owner
         self.step()
-        if not self.queue and not owner._running:
+        if not self.queue and not owner._running and owner._paused:  # (nothing paused: nothing to unstick)
             self._unstick()
         if self.queue:
             trial_id = self.queue[0]
@@ -326,11 +370,10 @@ class RayBands:
             return Resume(trial_id, milestone)
         if owner._running:
             return WAIT
-        for trial_id, status in owner._status.items():  # nothing can run any more
-            if status == PAUSED:
-                where = self.bracket_of[trial_id]
-                owner._set(trial_id, self._ended_status(self._bracket(where),
-                                                        self._bracket(where).live[trial_id][0]))
+        for trial_id in owner.paused_trials():  # nothing can run any more
+            where = self.bracket_of[trial_id]
+            owner._set(trial_id, self._ended_status(self._bracket(where),
+                                                    self._bracket(where).live[trial_id][0]))
         return DONE
 
     def _unstick(self) -> None:
@@ -345,12 +388,10 @@ class RayBands:
     def on_result(self, trial_id: int, epoch: int, metric: float) -> Decision:
         owner = self.owner
         bracket = self._bracket(self.bracket_of[trial_id])
-        entry = bracket.live[trial_id]
-        bracket.progress += epoch - entry[0]
-        entry[0], entry[1] = epoch, owner.signed(metric)
+        bracket.report(trial_id, epoch, owner.signed(metric))
         if trial_id in bracket.to_unpause:
             bracket.to_unpause.discard(trial_id)
-            self._touch(self.bracket_of[trial_id])
+            self._touch(self.bracket_of[trial_id], trial_id)
         if epoch < bracket.r:
             decision = Decision.CONTINUE
         elif self.for_bohb and (not bracket.filled() or any(
@@ -370,6 +411,24 @@ class RayBands:
         """on_trial_error -> on_trial_remove (the owner has marked it failed)."""
         self._on_trial_remove(trial_id)
         self.step()
+
+    def settled(self) -> bool:
+        """Whether step() on the next event would do nothing: no trial to create, and no
+        promoted PAUSED trial left to stage (whatever order the brackets' completion gives)."""
+        owner = self.owner
+        if len(self.queue) < self.pending and owner._next_id < self.trials_limit:
+            return False
+        status = owner._status
+        for bracket in self.active.values():
+            for trial_id in bracket.unstaged:
+                if status[trial_id] == PAUSED:
+                    return False
+        return True
+
+    def waits(self) -> bool:
+        """suggest() would answer WAIT: its step() would do nothing, nothing is queued, and a
+        trial runs (else it would unstick or end)."""
+        return not self.queue and bool(self.owner._running) and self.settled()
 
     def milestone_of(self, trial_id: int) -> int:
         return self._bracket(self.bracket_of[trial_id]).r

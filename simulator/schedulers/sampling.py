@@ -257,8 +257,12 @@ class TableSource:
         queries = np.atleast_2d(vectors)
         squared = np.empty((queries.shape[0], len(self.rows)))
         query_inactive = np.isnan(queries)
-        for query_pattern in np.unique(query_inactive, axis=0):
-            picked = np.flatnonzero((query_inactive == query_pattern).all(axis=1))
+        groups: dict = {}  # the queries of each inactive pattern (as np.unique would group them)
+        for i, key in enumerate(map(bytes, query_inactive)):
+            groups.setdefault(key, []).append(i)
+        for members in groups.values():
+            picked = np.array(members)
+            query_pattern = query_inactive[members[0]]
             for row_pattern, rows in self._row_patterns:
                 dims, embedded, norms, mismatched = self._pair(row_pattern, query_pattern, rows)
                 q = _embedding(queries[np.ix_(picked, dims)], self._vartypes_of(dims),
