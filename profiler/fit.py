@@ -244,3 +244,20 @@ def epoch_cv(measurements: list) -> Optional[float]:
     if len(ratios) < 2:
         return None
     return float(math.sqrt(np.mean(np.square(ratios))))
+
+
+def startup_cv(measurements: list) -> Optional[float]:
+    """Coefficient of variation of start-up between launches of the same g (``--repeats`` >= 2):
+    the pooled sample variance of the relative deviations from each g's mean (n - 1 per g);
+    None when no g was launched more than once."""
+    by_g: dict = {}
+    for m in measurements:
+        if m.get("startup_s") is not None and m.get("kind", "ddp") in ("ddp", "colocated"):
+            by_g.setdefault((m["gpus"], m.get("nodes", 1)), []).append(float(m["startup_s"]))
+    squares, dof = 0.0, 0
+    for values in by_g.values():
+        mean = float(np.mean(values))
+        if len(values) >= 2 and mean > 0:
+            squares += float(np.sum(np.square((np.array(values) - mean) / mean)))
+            dof += len(values) - 1
+    return math.sqrt(squares / dof) if dof else None

@@ -7,7 +7,8 @@ to run whenever it is free:
   the profile's ``resume_s``, else the same start-up, and loads its checkpoint after the save of
   its pause has finished), then trains epoch after
   epoch: ``relative cost of its config x the reference epoch time at g GPUs x a lognormal
-  factor (mean 1, the profile's CV)``. After each epoch the scheduler is told the metric of the
+  factor (mean 1, the profile's CV) + the runner's round trip (``roundtrip_s``)``. After each
+  epoch the scheduler is told the metric of the
   config's learning curve at that epoch and answers CONTINUE, PAUSE (save a checkpoint, free the
   GPUs) or STOP (free them; ``complete`` when it reached ``max_t``).
 * ``WAIT``: the slot sleeps until the next result or segment end wakes every waiting slot.
@@ -104,9 +105,13 @@ class _Simulation:
         self.resume_s = time_model.overhead("resume_s", g)
         self.save_s = time_model.overhead("checkpoint_save_s", g)
         self.load_s = time_model.overhead("checkpoint_load_s", g)
+        self.roundtrip_s = time_model.overhead("roundtrip_s", g)  # per epoch: report, decision, reply
         self.one_gpu_epoch_s = time_model.reference_epoch_seconds(1.0, 1)
         self.sigma = time_model.noise_sigma()
         self.rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
+        # start-up noise has a stream of its own: the epoch noise of a seed stays as it was
+        self.startup_sigma = time_model.startup_sigma()
+        self.startup_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x57A7]))
         self.noise = np.empty(0)
         self.noise_at = 0
         self.record = record_events
@@ -134,6 +139,11 @@ class _Simulation:
         value = self.noise[self.noise_at]
         self.noise_at += 1
         return float(value)
+
+    def startup_factor(self) -> float:
+        if self.startup_sigma == 0.0:
+            return 1.0
+        return float(self.startup_rng.lognormal(-0.5 * self.startup_sigma ** 2, self.startup_sigma))
 
     def notify(self) -> None:
         """The scheduler's state changed: wake the longest-waiting slot.
@@ -189,7 +199,7 @@ class _Simulation:
             self.emit(time_s=began, kind="start", trial_id=trial.trial_id, epoch=0, placement=placement,
                       config=config, extra={"row": row})
             self.yields += 1
-            yield env.timeout(self.startup_s)
+            yield env.timeout(self.startup_s * self.startup_factor())
         elif isinstance(action, Resume):
             trial = self.trials[action.trial_id]
             self.active += 1
@@ -199,14 +209,14 @@ class _Simulation:
             began = env.now
             self.emit(time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
             self.yields += 1
-            yield env.timeout(self.resume_s + self.load_s)
+            yield env.timeout(self.resume_s * self.startup_factor() + self.load_s)
         else:
             raise RuntimeError(f"{type(scheduler).__name__}.suggest() returned {action!r}")
 
         row, val, test = trial.row, table.val, table.test
         while True:
             epoch_began = env.now
-            yield env.timeout(trial.rel_cost * self.base_epoch_s * self.noise_factor())
+            yield env.timeout(trial.rel_cost * self.base_epoch_s * self.noise_factor() + self.roundtrip_s)
             trial.epoch += 1
             epoch = trial.epoch
             if epoch > table.max_epochs:
