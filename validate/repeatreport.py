@@ -26,11 +26,10 @@ Every run's own row is kept in ``runs``.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from nasalloc.io import atomic_save_figure, atomic_write_csv, atomic_write_json
+from nasalloc.io import atomic_save_figure
 from nasalloc.simulator.labels import duration
 
 from .compare import relative_error
@@ -135,21 +134,15 @@ def write_repeat_report(out: Path, runs: list[dict], draws: dict, repeats: int, 
                         complete: bool, notes: Optional[list] = None) -> dict:
     import pandas as pd
 
-    from .report import finite_json
+    from .report import report_head, save_report
 
-    out = Path(out)
     splits = summarize_splits(runs, draws, repeats)
-    report = {"schema": "nasalloc.validation/1", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "plan": plan_path, "complete": complete, "repeats": repeats,
+    report = {**report_head(plan_path, complete), "repeats": repeats,
               "interval": "95%: measured = t-interval of the mean of the runs; predicted = normal interval of "
                           "the mean of as many simulated runs, and 2.5-97.5 percentiles of one simulated run",
               "splits": splits, "algorithms": summarize_algorithms(splits, runs), "runs": runs,
               "notes": list(notes or [])}
-    atomic_write_json(out / "report.json", finite_json(report))
-    atomic_write_csv(out / "comparison.csv", pd.DataFrame(splits, columns=COLUMNS))
-    if splits:
-        plot_intervals(out / "comparison.png", splits)
-    return report
+    return save_report(out, report, pd.DataFrame(splits, columns=COLUMNS), plot_intervals)
 
 
 def plot_intervals(path: Path, splits: list[dict]) -> None:
@@ -164,8 +157,8 @@ def plot_intervals(path: Path, splits: list[dict]) -> None:
     labels = [f"{s['algorithm']}\n{s['which']} g={s['gpus_per_trial']:g}" for s in splits]
     runs = pd.DataFrame([{"split": label, "makespan (s)": v} for label, s in zip(labels, splits)
                          for v in s["measured_runs_s"]])
-    sns.set_theme(style="whitegrid")
-    figure, axis = plt.subplots(figsize=(max(5.0, 1.5 * len(splits) + 2), 4.2))
+    with sns.axes_style("whitegrid"):  # not set_theme: the style of other plots stays as it was
+        figure, axis = plt.subplots(figsize=(max(5.0, 1.5 * len(splits) + 2), 4.2))
     colors = {"predicted": "#4c72b0", "measured": "#dd8452"}
     for i, s in enumerate(splits):
         for offset, kind in ((-0.12, "predicted"), (0.12, "measured")):

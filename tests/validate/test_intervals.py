@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from nasalloc.validate.intervals import fraction, predicted_intervals, ratio_interval, t_interval
-from nasalloc.validate.repeatreport import format_repeat_table, summarize_algorithms, summarize_splits
+from nasalloc.validate.repeatreport import (format_repeat_table, summarize_algorithms, summarize_splits,
+                                            write_repeat_report)
 from nasalloc.validate.task import SplitTask
 
 
@@ -98,3 +99,21 @@ def test_an_unfinished_run_counts_in_no_interval_and_no_round():
     assert splits[0]["runs_finished"] == 1 and splits[0]["measured_mean_s"] == 10.0
     algorithms = summarize_algorithms(splits, runs)["hyperband"]
     assert algorithms["order_rounds"] == 1
+
+
+def test_the_repeat_report_writes_json_csv_and_the_interval_plot(tmp_path):
+    import json
+
+    import pandas as pd
+
+    runs = [_run("asha", which, g, k, m) for which, g, base in (("best", 1.0, 10.0), ("worst", 2.0, 20.0))
+            for k, m in ((1, base), (2, base + 1), (3, base + 2))]
+    draws = {("asha", 1.0): [10.5, 11.0, 11.5] * 10, ("asha", 2.0): [20.5, 21.0, 21.5] * 10}
+    report = write_repeat_report(tmp_path, runs, draws, 3, plan_path="plan.json", complete=True)
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk["repeats"] == 3 and len(on_disk["runs"]) == 6 and len(on_disk["splits"]) == 2
+    assert on_disk["algorithms"]["asha"]["best_held"] is True  # [9.5, 12.5] vs [19.5, 22.5]: apart
+    assert on_disk["algorithms"]["asha"]["order_held_fraction"] == 1.0
+    assert list(pd.read_csv(tmp_path / "comparison.csv")["measured_mean_s"]) == [11.0, 21.0]
+    assert (tmp_path / "comparison.png").stat().st_size > 10_000
+    assert report["splits"][0]["runs_inside"] == pytest.approx(1 / 3)  # only 11 s is in [10.5, 11.5]
