@@ -172,7 +172,7 @@ class DigitsWorkload(ClassifierWorkload):
 
 
 #: shuffled passes over the training set in one epoch of ``digits-long``
-LONG_PASSES = 12
+LONG_PASSES = 20
 
 
 class LongDigitsWorkload(DigitsWorkload):
