@@ -263,8 +263,9 @@ def build_profile(request: ProfileRequest, measurements: list, skipped: list, co
                  for name in ("startup_s", "checkpoint_save_s", "checkpoint_load_s", "eval_s", "roundtrip_s")}
     cv = fitting.epoch_cv(measurements)
     variability = {"epoch_cv": cv} if cv is not None else {}
-    if fitting.startup_cv(measurements) is not None:
-        variability["startup_cv"] = fitting.startup_cv(measurements)
+    for name, value in (("startup_cv", fitting.startup_cv(measurements)), ("run_cv", fitting.run_cv(measurements))):
+        if value is not None:
+            variability[name] = value
     public = [{k: v for k, v in m.items() if k not in ("environment", "workload", "global_batch",
                                                        "steps_per_epoch")} for m in measurements]
     return {

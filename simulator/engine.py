@@ -112,6 +112,10 @@ class _Simulation:
         # start-up noise has a stream of its own: the epoch noise of a seed stays as it was
         self.startup_sigma = time_model.startup_sigma()
         self.startup_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x57A7]))
+        run_sigma = time_model.run_sigma()  # one factor every epoch of this run shares
+        if run_sigma > 0.0:
+            run_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x2B4]))
+            self.base_epoch_s *= float(run_rng.lognormal(-0.5 * run_sigma ** 2, run_sigma))
         self.noise = np.empty(0)
         self.noise_at = 0
         self.record = record_events

@@ -18,7 +18,9 @@ added again, unless the profile says ``"model_includes_eval": false``.
 
 Epoch-time variability: every simulated epoch is multiplied by a lognormal factor of mean 1 and
 coefficient of variation ``variability.epoch_cv``; every start-up (fresh or resumed) by one of
-CV ``variability.startup_cv`` (optional, 0 without it: the profile measured each g once).
+CV ``variability.startup_cv`` (optional, 0 without it: the profile measured each g once); and
+all epochs of one simulated run by one shared factor of CV ``variability.run_cv`` (optional: the
+machine running faster or slower for a while, which iid epoch noise averages away).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class TimeModel:
     epoch_cv: float = 0.0
     gpus_per_node: Optional[int] = None  # None: the profile does not say
     startup_cv: float = 0.0              # of each start-up (and resume) between launches
+    run_cv: float = 0.0                  # of a factor every epoch of one run shares
     per_gpus: dict = field(default_factory=dict)  # name -> [(gpus, seconds)] sorted by gpus
     add_eval: bool = False
     source: str = ""
@@ -108,6 +111,10 @@ class TimeModel:
     def startup_sigma(self) -> float:
         """Sigma of the lognormal start-up factor with mean 1 and the profile's start-up CV."""
         return math.sqrt(math.log1p(self.startup_cv ** 2))
+
+    def run_sigma(self) -> float:
+        """Sigma of the lognormal factor of mean 1 that all epochs of one run share."""
+        return math.sqrt(math.log1p(self.run_cv ** 2))
 
 
 def _number(value, where: str) -> float:
@@ -187,6 +194,7 @@ def time_model_from_profile(profile: dict, origin: str = "profile") -> TimeModel
 
     # optional (0 without it, no note): measured by `nasalloc profile --repeats 2` or more
     startup_cv = _number(variability["startup_cv"], "variability.startup_cv") if "startup_cv" in variability else 0.0
+    run_cv = _number(variability["run_cv"], "variability.run_cv") if "run_cv" in variability else 0.0
 
     hardware = profile.get("hardware") or {}
     gpus_per_node = hardware.get("gpus_per_node")
@@ -198,7 +206,7 @@ def time_model_from_profile(profile: dict, origin: str = "profile") -> TimeModel
         notes.append("profile has no co-location measurements: k trials sharing a GPU are assumed "
                      "time-sliced (each k times slower)")
     add_eval = profile.get("model_includes_eval", True) is False
-    return TimeModel(scaling=scaling, overheads=overheads, epoch_cv=epoch_cv, startup_cv=startup_cv,
+    return TimeModel(scaling=scaling, overheads=overheads, epoch_cv=epoch_cv, startup_cv=startup_cv, run_cv=run_cv,
                      gpus_per_node=gpus_per_node,
                      per_gpus=per_gpus, add_eval=add_eval, source=str(profile.get("source", "")), notes=notes)
 

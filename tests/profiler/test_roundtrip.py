@@ -75,3 +75,11 @@ def test_start_up_cv_pools_the_repeated_launches_of_each_gpu_count():
     expected = ((0.25 ** 2 * 2 + 0.2 ** 2 * 2) / 3) ** 0.5
     assert fit.startup_cv(measurements) == pytest.approx(expected)
     assert fit.startup_cv(measurements[-1:]) is None
+
+
+def test_run_cv_is_the_spread_of_job_means_beyond_the_epoch_noise():
+    same = [{"gpus": 1, "kind": "ddp", "epoch_seconds": [1.0, 1.2, 0.8]} for _ in range(3)]
+    assert fit.run_cv(same) == 0.0  # identical jobs: the run factor does not vary
+    apart = [{"gpus": 1, "kind": "ddp", "epoch_seconds": [m, m, m]} for m in (0.9, 1.0, 1.1)]
+    assert fit.run_cv(apart) == pytest.approx(0.1)
+    assert fit.run_cv(apart[:1]) is None

@@ -68,3 +68,40 @@ def test_start_up_noise_has_the_profiles_cv_and_leaves_the_epoch_noise_alone():
     assert startups.mean() == pytest.approx(3.0, rel=0.05)
     assert startups.std() / startups.mean() == pytest.approx(0.3, rel=0.2)
     assert all(same_epochs)
+
+
+def test_a_run_shares_one_epoch_factor_of_the_profiles_run_cv():
+    table = make_table(rows=30, epochs=9, costs=False)
+    model = time_model_from_profile(_profile(variability={"epoch_cv": 0.0, "run_cv": 0.2}))
+    factors = []
+    for seed in range(200):
+        result = simulate(scheduler("asha", table, max_t=9, semantics="reference", trials=6),
+                          split(1, 1, gpus_per_node=1), model, table, seed=seed)
+        durations = {round(e.time_s - e.began_s, 9) for e in result.events if e.kind == "epoch"}
+        assert len(durations) == 1  # every epoch of the run has the same length (rel cost 1)
+        factors.append(durations.pop())
+    factors = np.array(factors)
+    assert factors.mean() == pytest.approx(1.0, abs=0.04)
+    assert factors.std() == pytest.approx(0.2, rel=0.2)
+
+
+def test_the_reference_epoch_comes_from_every_row_when_the_nearest_row_is_another_config():
+    import pandas as pd
+
+    from nasalloc.simulator.curvetable import table_from_curves
+    from nasalloc.trace import Curves
+
+    rows = []
+    for trial, (width, seconds) in enumerate(((10, 1.0), (20, 2.0), (40, 4.0))):  # seconds = width / 10
+        for epoch in (1, 2):
+            rows.append({"trial_id": trial, "config.width": width, "epoch": epoch, "val_metric": 0.5,
+                         "test_metric": 0.5, "metric_name": "accuracy", "mode": "max", "epoch_seconds": seconds,
+                         "gpus_per_trial": 1, "start_s": 0.0, "end_s": 1.0, "workload": "synthetic"})
+    curves = Curves.from_trace(pd.DataFrame(rows), "t")
+    cost = lambda config: config["width"] / 30  # noqa: E731  (the reference config has width 30)
+    table = table_from_curves(curves, {"width": 30}, "test", cost_model=cost)
+    # 3 s per reference epoch from every row, not the 2 s or 4 s of the nearest row
+    assert list(table.rel_cost) == pytest.approx([1 / 3, 2 / 3, 4 / 3])
+    assert "implied by all 3 recorded configs" in table.reference_note
+    exact = table_from_curves(curves, {"width": 20}, "test", cost_model=lambda c: c["width"] / 20)
+    assert list(exact.rel_cost) == pytest.approx([0.5, 1.0, 2.0])  # the reference itself was recorded

@@ -46,7 +46,7 @@ def test_a_resume_in_the_middle_of_run_2_reruns_nothing_finished_and_reports_int
     split, = report["splits"]
     runs = [r["measured_makespan_s"] for r in report["runs"]]
     assert split["runs_finished"] == 2 and math.isclose(split["measured_mean_s"], sum(runs) / 2)
-    half = 12.7062 * abs(runs[0] - runs[1]) / 2 / math.sqrt(2) * math.sqrt(2)  # t(0.975, 1) * s / sqrt(2)
+    half = 12.7062 * abs(runs[0] - runs[1]) / 2  # t(0.975, 1) * s / sqrt(2), s = |a - b| / sqrt(2)
     assert math.isclose(split["measured_high_s"] - split["measured_mean_s"], half, rel_tol=1e-3)
     assert split["predicted_low_s"] <= split["predicted_mean_s"] <= split["predicted_high_s"]
     assert split["predicted_run_low_s"] <= split["predicted_run_high_s"]
