@@ -244,3 +244,46 @@ def epoch_cv(measurements: list) -> Optional[float]:
     if len(ratios) < 2:
         return None
     return float(math.sqrt(np.mean(np.square(ratios))))
+
+
+def startup_cv(measurements: list) -> Optional[float]:
+    """Coefficient of variation of start-up between launches of the same g (``--repeats`` >= 2):
+    the pooled sample variance of the relative deviations from each g's mean (n - 1 per g);
+    None when no g was launched more than once."""
+    by_g: dict = {}
+    for m in measurements:
+        if m.get("startup_s") is not None and m.get("kind", "ddp") in ("ddp", "colocated"):
+            by_g.setdefault((m["gpus"], m.get("nodes", 1)), []).append(float(m["startup_s"]))
+    squares, dof = 0.0, 0
+    for values in by_g.values():
+        mean = float(np.mean(values))
+        if len(values) >= 2 and mean > 0:
+            squares += float(np.sum(np.square((np.array(values) - mean) / mean)))
+            dof += len(values) - 1
+    return math.sqrt(squares / dof) if dof else None
+
+
+def run_cv(measurements: list) -> Optional[float]:
+    """Coefficient of variation of a whole job's mean epoch time between jobs of the same g
+    (``--repeats`` >= 2), beyond what the epoch-to-epoch noise explains: the machine being
+    faster or slower for a while, which every epoch of a run then shares. Per g: the sample
+    variance of the jobs' relative mean epoch times less the within-job variance of a mean of
+    their epochs; pooled over the g (by degrees of freedom), floored at 0. None when no g ran
+    twice."""
+    by_g: dict = {}
+    for m in measurements:
+        epochs = m.get("epoch_seconds") or []
+        if len(epochs) and m.get("kind", "ddp") in ("ddp", "colocated"):
+            by_g.setdefault((m["gpus"], m.get("nodes", 1)), []).append(np.asarray(epochs, dtype=float))
+    between, dof = 0.0, 0
+    for jobs in by_g.values():
+        if len(jobs) < 2:
+            continue
+        means = np.array([j.mean() for j in jobs])
+        grand = means.mean()
+        if grand <= 0:
+            continue
+        within = np.mean([j.var(ddof=1) / len(j) for j in jobs if len(j) > 1] or [0.0]) / grand ** 2
+        between += max(0.0, float(np.var(means / grand, ddof=1)) - within) * (len(jobs) - 1)
+        dof += len(jobs) - 1
+    return math.sqrt(between / dof) if dof else None

@@ -49,8 +49,9 @@ def _worker_args(request: ProfileRequest, result: Path, checkpoint: Path) -> lis
             "--checkpoint", str(checkpoint)] + (["--ddp-noise"] if request.noise_epochs else [])
 
 
-def _run_jobs(request: ProfileRequest, jobs: list, label: str, attempt: int = 0) -> Optional[str]:
-    """Run jobs together; None when all succeeded, else the reason to skip (out of memory)."""
+def _run_jobs(request: ProfileRequest, jobs: list, label: str, attempt: int = 0, runner=None) -> Optional[str]:
+    """Run jobs together; None when all succeeded, else the reason to skip (out of memory).
+    ``runner``: the echo runner (:mod:`nasalloc.validate.roundtrip`) their rank 0 reports to."""
     running = [request.launcher.start(job) for job in jobs]
     deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
     try:
@@ -67,7 +68,10 @@ def _run_jobs(request: ProfileRequest, jobs: list, label: str, attempt: int = 0)
                 for job in running:
                     job.terminate(f"timed out after {request.timeout_s:g} s")
                 break
-            time.sleep(0.1)
+            if runner is not None:
+                runner.serve(0.1)  # answers epochs at once, as the validation runner does
+            else:
+                time.sleep(0.1)
     finally:
         for job in running:
             if job.poll() is None:
@@ -82,10 +86,10 @@ def _run_jobs(request: ProfileRequest, jobs: list, label: str, attempt: int = 0)
         # A rank crashed while shutting down after measuring: the measurement is whole.
         return None
     if attempt == 0 and TEARDOWN_MARKER in tail:
-        return _run_jobs(request, jobs, label, attempt + 1)
+        return _run_jobs(request, jobs, label, attempt + 1, runner)
     if attempt == 0 and any(marker in tail.lower() for marker in PORT_TAKEN_MARKERS):
         # Another program took the free port between our check and the rendezvous: once more.
-        return _run_jobs(request, jobs, label, attempt + 1)
+        return _run_jobs(request, jobs, label, attempt + 1, runner)
     if any(marker in tail.lower() for marker in OOM_MARKERS):
         return f"out of memory ({first.failure})"
     raise ProfileFailed(f"{label} failed: {first.failure}\n{tail}")
@@ -104,21 +108,25 @@ def _cpu_cores(request: ProfileRequest, cores) -> Optional[list]:
     return list(cores)
 
 
-def _measure_ddp(request: ProfileRequest, g: float, repeat: int, scratch: Path) -> dict:
+def _runner_env(runner) -> dict:
+    return {} if runner is None else runner.env(runner.token())
+
+
+def _measure_ddp(request: ProfileRequest, g: float, repeat: int, scratch: Path, runner=None) -> dict:
     ranks = int(g)
     tag = f"g{ranks}-r{repeat}"
     result = scratch / f"{tag}.json"
     job = DDPJob(module=WORKER_MODULE, args=_worker_args(request, result, scratch / f"{tag}.ckpt"),
                  ranks=ranks, nodes=request.nodes[g], device=request.device, log_dir=scratch / "logs" / tag,
-                 name=f"profile-{tag}", cpu_cores=_cpu_cores(request, range(ranks)))
-    skip = _run_jobs(request, [job], f"g={ranks}")
+                 name=f"profile-{tag}", cpu_cores=_cpu_cores(request, range(ranks)), env=_runner_env(runner))
+    skip = _run_jobs(request, [job], f"g={ranks}", runner=runner)
     if skip:
         return {"skip": skip}
     data = json.loads(result.read_text())
     return {"gpus": ranks, "kind": "ddp", "nodes": request.nodes[g], "repeat": repeat, **_common(data)}
 
 
-def _measure_colocated(request: ProfileRequest, g: float, repeat: int, scratch: Path) -> dict:
+def _measure_colocated(request: ProfileRequest, g: float, repeat: int, scratch: Path, runner=None) -> dict:
     k = round(1 / g)
     tag = f"coloc{k}-r{repeat}"
     group = scratch / tag
@@ -132,16 +140,16 @@ def _measure_colocated(request: ProfileRequest, g: float, repeat: int, scratch: 
         args += ["--group-dir", str(group), "--group-size", str(k), "--group-index", str(i)]
         jobs.append(DDPJob(module=WORKER_MODULE, args=args, ranks=1, device=request.device, gpu_ids=shared,
                            log_dir=scratch / "logs" / f"{tag}-{i}", name=f"profile-{tag}-{i}",
-                           cpu_cores=_cpu_cores(request, [0])))
-    skip = _run_jobs(request, jobs, f"g={g:g} ({k} co-located trials)")
+                           cpu_cores=_cpu_cores(request, [0]), env=_runner_env(runner)))
+    skip = _run_jobs(request, jobs, f"g={g:g} ({k} co-located trials)", runner=runner)
     if skip:
         return {"skip": skip}
     trials = [json.loads((scratch / f"{tag}-{i}.json").read_text()) for i in range(k)]
     merged = {key: [x for t in trials for x in t[key]]
               for key in ("epoch_seconds", "train_seconds", "eval_seconds", "samples", "samples_per_second",
                           "sync_fraction", "val_metric")}
-    means = {key: _mean([t[key] for t in trials]) for key in ("startup_s", "checkpoint_save_s",
-                                                              "checkpoint_load_s", "eval_s")}
+    means = {key: _mean([t.get(key) for t in trials]) for key in ("startup_s", "checkpoint_save_s",
+                                                                  "checkpoint_load_s", "eval_s", "roundtrip_s")}
     return {"gpus": g, "kind": "colocated", "trials_per_gpu": k, "nodes": 1, "repeat": repeat,
             "shared_device": (f"one CUDA GPU (id {shared[0]})" if shared else
                               "cpu: co-located processes on this machine's cores, not a GPU"),
@@ -157,10 +165,11 @@ def _common(data: dict) -> dict:
     keep = ("epoch_seconds", "samples_per_second", "sync_fraction", "startup_s", "checkpoint_save_s",
             "checkpoint_load_s", "eval_s", "peak_memory_mb", "peak_memory_kind", "train_seconds",
             "eval_seconds", "samples", "val_metric", "ranks", "backend", "global_batch", "steps_per_epoch",
-            "environment", "workload", "torch_threads", "noise_scale")
+            "environment", "workload", "torch_threads", "noise_scale", "roundtrip_s", "roundtrip_seconds")
     out = {key: data.get(key) for key in keep}
-    if out["noise_scale"] is None:
-        out.pop("noise_scale")  # one rank, no warm-up, or not asked for
+    for key in ("noise_scale", "roundtrip_s", "roundtrip_seconds"):
+        if not out[key]:
+            out.pop(key)  # noise: one rank, no warm-up, or not asked for; round trip: no echo runner
     return out
 
 
@@ -251,8 +260,12 @@ def build_profile(request: ProfileRequest, measurements: list, skipped: list, co
                     samples_per_epoch=first["samples"][0] if first["samples"] else None)
     workload.setdefault("synthetic_data", False)
     overheads = {name: _mean(m.get(name) for m in measurements if m["kind"] == "ddp")
-                 for name in ("startup_s", "checkpoint_save_s", "checkpoint_load_s", "eval_s")}
+                 for name in ("startup_s", "checkpoint_save_s", "checkpoint_load_s", "eval_s", "roundtrip_s")}
     cv = fitting.epoch_cv(measurements)
+    variability = {"epoch_cv": cv} if cv is not None else {}
+    for name, value in (("startup_cv", fitting.startup_cv(measurements)), ("run_cv", fitting.run_cv(measurements))):
+        if value is not None:
+            variability[name] = value
     public = [{k: v for k, v in m.items() if k not in ("environment", "workload", "global_batch",
                                                        "steps_per_epoch")} for m in measurements]
     return {
@@ -275,7 +288,7 @@ def build_profile(request: ProfileRequest, measurements: list, skipped: list, co
         "measurements": public,
         "skipped": skipped,
         "overheads": {k: v for k, v in overheads.items() if v is not None},
-        "variability": {"epoch_cv": cv} if cv is not None else {},
+        "variability": variability,
         "model": model.to_dict(),
         "fit": report,
     }
@@ -292,13 +305,15 @@ def run_profile(request: ProfileRequest, echo: Callable[[str], None] = print) ->
     if request.device == "cpu":
         echo(f"device cpu: each rank is a process with one thread ({os.cpu_count()} cores here); "
              "CPU ranks stand in for GPUs")
+    runner = _echo_runner(request, scratch)
     try:
+        _warm_launch(request, scratch)
         for g in request.gpus:
             g_began = time.monotonic()
             measured = []
             for repeat in range(request.repeats):
                 measure = _measure_ddp if g >= 1 else _measure_colocated
-                m = measure(request, g, repeat, scratch)
+                m = measure(request, g, repeat, scratch, runner)
                 if "skip" in m:
                     skipped.append({"gpus": int(g) if g >= 1 else g, "reason": m["skip"]})
                     echo(f"g={_g(g)}: skipped, the hardware cannot hold it: {m['skip']}")
@@ -319,4 +334,29 @@ def run_profile(request: ProfileRequest, echo: Callable[[str], None] = print) ->
         atomic_write_json(request.out, profile)
         return profile
     finally:
+        if runner is not None:
+            runner.close()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _warm_launch(request: ProfileRequest, scratch: Path) -> None:
+    """One unmeasured launch first, so the first measured start-up is not a cold one (profiler/warm.py)."""
+    job = DDPJob(module="nasalloc.profiler.warm", args=[request.workload, json.dumps(request.workload_options)],
+                 ranks=1, device=request.device, log_dir=scratch / "logs" / "warm", name="profile-warm",
+                 cpu_cores=_cpu_cores(request, [0]))
+    running = request.launcher.start(job)
+    deadline = time.monotonic() + (request.timeout_s or 600.0)
+    while running.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if running.poll() is None:
+        running.terminate("warm-up launch timed out")
+
+
+def _echo_runner(request: ProfileRequest, scratch: Path):
+    """The runner's side of the per-epoch round trip, hosted here while jobs run."""
+    import socket
+
+    from nasalloc.validate.roundtrip import EchoRunner
+
+    host = "127.0.0.1" if isinstance(request.launcher, LocalLauncher) else socket.gethostname()
+    return EchoRunner(host, scratch / "echo")

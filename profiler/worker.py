@@ -9,6 +9,9 @@ result (atomically) that the profiler reads:
 * warm-up epochs are discarded; for each measured epoch its wall seconds (training plus
   evaluation), training and evaluation seconds, samples, throughput, and the fraction of
   training time this job's ranks waited for gradient all-reduce (mean over ranks);
+* ``roundtrip_s``: after every measured epoch, the runner's round trip as a validation trial
+  pays it (report over the channel, the runner's bookkeeping, the decision broadcast to every
+  rank; :mod:`nasalloc.validate.roundtrip`), against the profiler's echo runner; slowest rank;
 * checkpoint save and load seconds (slowest rank), and peak memory (largest rank):
   ``torch.cuda.max_memory_allocated`` on CUDA, the process's max RSS on CPU.
 
@@ -165,16 +168,25 @@ def measure(args: argparse.Namespace) -> tuple:
             ddp_noise = {**estimate.to_dict(), "epochs": list(range(1, args.warmup + 1)),
                          "method": "DDP: each rank's local gradient vs the all-reduced one, warm-up epochs"}
 
+    link = _runner_link(ctx)
     epochs = []
     for _ in range(args.epochs):
         began = time.perf_counter()
         result = trainer.train_epoch()
         seconds = time.perf_counter() - began
+        roundtrip = None
+        if link is not False:  # the runner's per-epoch round trip, paid as a trial pays it
+            from nasalloc.validate.roundtrip import timed_report
+
+            _, roundtrip = timed_report(link, ctx, result)
         sync = None
         if result.sync_seconds is not None and result.train_seconds > 0:
             sync = ctx.all_reduce_sum([result.sync_seconds / result.train_seconds])[0] / ctx.world_size
         epochs.append({"seconds": seconds, "train": result.train_seconds, "eval": result.eval_seconds,
-                       "samples": result.samples, "sync_fraction": sync, "val_metric": result.val_metric})
+                       "samples": result.samples, "sync_fraction": sync, "val_metric": result.val_metric,
+                       "roundtrip": roundtrip})
+    if link:
+        link.close()
 
     save_s = load_s = None
     if args.checkpoint:
@@ -216,6 +228,8 @@ def measure(args: argparse.Namespace) -> tuple:
         "checkpoint_save_s": save_s,
         "checkpoint_load_s": load_s,
         "eval_s": sum(e["eval"] for e in epochs) / len(epochs) if epochs else None,
+        "roundtrip_seconds": [e["roundtrip"] for e in epochs if e["roundtrip"] is not None],
+        "roundtrip_s": _mean_or_none([e["roundtrip"] for e in epochs if e["roundtrip"] is not None]),
         "peak_memory_mb": memory,
         "peak_memory_kind": memory_kind,
         "global_batch": getattr(trainer, "global_batch", None),
@@ -225,6 +239,21 @@ def measure(args: argparse.Namespace) -> tuple:
         "torch_threads": torch.get_num_threads(),
         "noise_scale": ddp_noise,
     }
+
+
+def _runner_link(ctx):
+    """Rank 0's link to the profiler's echo runner (None on other ranks); False when the
+    profiler runs none (the worker started by hand)."""
+    from nasalloc.validate.channel import RUNNER_ENV
+    from nasalloc.validate.roundtrip import connect_from_env
+
+    if not os.environ.get(RUNNER_ENV):
+        return False
+    return connect_from_env(ctx)
+
+
+def _mean_or_none(values: list):
+    return sum(values) / len(values) if values else None
 
 
 def measure_noise(args: argparse.Namespace) -> tuple:

@@ -7,7 +7,8 @@ to run whenever it is free:
   the profile's ``resume_s``, else the same start-up, and loads its checkpoint after the save of
   its pause has finished), then trains epoch after
   epoch: ``relative cost of its config x the reference epoch time at g GPUs x a lognormal
-  factor (mean 1, the profile's CV)``. After each epoch the scheduler is told the metric of the
+  factor (mean 1, the profile's CV) + the runner's round trip (``roundtrip_s``)``. After each
+  epoch the scheduler is told the metric of the
   config's learning curve at that epoch and answers CONTINUE, PAUSE (save a checkpoint, free the
   GPUs) or STOP (free them; ``complete`` when it reached ``max_t``).
 * ``WAIT``: the slot sleeps until the next result or segment end wakes a waiting slot.
@@ -104,12 +105,20 @@ class _Simulation:
         self.resume_s = time_model.overhead("resume_s", g)
         self.save_s = time_model.overhead("checkpoint_save_s", g)
         self.load_s = time_model.overhead("checkpoint_load_s", g)
+        self.roundtrip_s = time_model.overhead("roundtrip_s", g)  # per epoch: report, decision, reply
         self.one_gpu_epoch_s = time_model.reference_epoch_seconds(1.0, 1)
         self.sigma = time_model.noise_sigma()
         self.rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
         self.noise_rows: list = []  # drawn a block of rows at a time, taken in trial start order
         self.max_epochs = table.max_epochs
         self.curves: dict[int, tuple] = {}  # row -> (val, test) as lists of Python floats
+        # start-up noise has a stream of its own: the epoch noise of a seed stays as it was
+        self.startup_sigma = time_model.startup_sigma()
+        self.startup_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x57A7]))
+        run_sigma = time_model.run_sigma()  # one factor every epoch of this run shares
+        if run_sigma > 0.0:
+            run_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x2B4]))
+            self.base_epoch_s *= float(run_rng.lognormal(-0.5 * run_sigma ** 2, run_sigma))
         self.record = record_events
         self.events: list[Event] = []
         self.trials: dict[int, _Trial] = {}
@@ -150,6 +159,11 @@ class _Simulation:
         if row not in self.curves:
             self.curves[row] = (self.table.val[row].tolist(), self.table.test[row].tolist())
         return self.curves[row]
+
+    def startup_factor(self) -> float:
+        if self.startup_sigma == 0.0:
+            return 1.0
+        return float(self.startup_rng.lognormal(-0.5 * self.startup_sigma ** 2, self.startup_sigma))
 
     def notify(self) -> None:
         """The scheduler's state changed: wake the longest-waiting slot.
@@ -285,7 +299,7 @@ class _Simulation:
                 config = {k: v for k, v in action.config.items() if k != ROW_KEY}
                 self.emit(time_s=began, kind="start", trial_id=trial.trial_id, epoch=0, placement=placement,
                           config=config, extra={"row": row})
-            training = began + self.startup_s
+            training = began + self.startup_s * self.startup_factor()
         elif isinstance(action, Resume):
             trial = self.trials[action.trial_id]
             self.active += 1
@@ -294,7 +308,7 @@ class _Simulation:
                 yield trial.saved
             began = env.now
             self.emit(time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
-            training = began + (self.resume_s + self.load_s)
+            training = began + (self.resume_s * self.startup_factor() + self.load_s)
         else:
             raise RuntimeError(f"{type(scheduler).__name__}.suggest() returned {action!r}")
         if self.next_decision is None:  # epoch by epoch: the start-up (or load) is an event of its own
@@ -302,7 +316,7 @@ class _Simulation:
             yield env.at(training, trial.priority)
         # else it is folded into the first stretch: nothing happens at its end but the first epoch
 
-        epoch_s = trial.rel_cost * self.base_epoch_s
+        epoch_s, roundtrip_s = trial.rel_cost * self.base_epoch_s, self.roundtrip_s
         noise, own = trial.noise, trial.priority
         while True:
             first = trial.epoch + 1
@@ -313,13 +327,13 @@ class _Simulation:
             if last > first:
                 planned = trial.planned
                 for k in range(first, last):
-                    t = t + epoch_s * noise[k - 1]
+                    t = t + epoch_s * noise[k - 1] + roundtrip_s
                     planned.append(t)
                 heapq.heappush(self.virtual, (planned[0], own, trial.trial_id))
                 if not self.quiet:
                     self._after_call()  # an earlier virtual epoch than the armed one
             self.stretches += 1
-            yield env.at(t + epoch_s * noise[last - 1], own)
+            yield env.at(t + epoch_s * noise[last - 1] + roundtrip_s, own)
             self._catch_up(own)
             while trial.planned:  # its own, ending at this very time (zero-length epochs)
                 self._result(trial, trial.planned.popleft())

@@ -9,14 +9,18 @@ with ranks: process launch and distributed init), the value for a trial of g GPU
 interpolated linearly in log2(g) between the measured counts and held constant beyond them;
 otherwise the profile's ``overheads`` mean is used; where neither has it, a stated default is
 used and a note says so (the CLI prints every note). ``resume_s``, the start-up of a resumed
-segment, is optional: without it a resume pays ``startup_s``.
+segment, is optional: without it a resume pays ``startup_s``. ``roundtrip_s``, the runner's
+per-epoch round trip, is optional too (0 without it) and is charged after every epoch.
 
 Evaluation: the scaling model's epoch time already includes evaluation (``t_fixed`` and the
 measured epochs are training + evaluation, see ``scaling.py``), so ``eval_s`` is reported but not
 added again, unless the profile says ``"model_includes_eval": false``.
 
 Epoch-time variability: every simulated epoch is multiplied by a lognormal factor of mean 1 and
-coefficient of variation ``variability.epoch_cv``.
+coefficient of variation ``variability.epoch_cv``; every start-up (fresh or resumed) by one of
+CV ``variability.startup_cv`` (optional, 0 without it: the profile measured each g once); and
+all epochs of one simulated run by one shared factor of CV ``variability.run_cv`` (optional: the
+machine running faster or slower for a while, which iid epoch noise averages away).
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ OVERHEADS = ("startup_s", "checkpoint_save_s", "checkpoint_load_s", "eval_s")
 # runs here started a resumed trial in 1.1-1.8 s against 2-8 s for fresh trials starting
 # together); without it a resume pays startup_s.
 RESUME = "resume_s"
+# Optional: the per-epoch round trip a trial pays its runner (report the result, the runner's
+# decision and bookkeeping, the decision broadcast to every rank), measured by the profiler
+# against a stand-in runner. Charged after every epoch; without it, 0 (not modelled).
+ROUNDTRIP = "roundtrip_s"
+OPTIONAL = (RESUME, ROUNDTRIP)
 DEFAULT_PROFILE_NAME = "default_profile.json"
 
 # Used only where a profile lacks the value; each use is printed.
@@ -52,6 +61,8 @@ class TimeModel:
     overheads: dict                      # name -> seconds (profile mean or default)
     epoch_cv: float = 0.0
     gpus_per_node: Optional[int] = None  # None: the profile does not say
+    startup_cv: float = 0.0              # of each start-up (and resume) between launches
+    run_cv: float = 0.0                  # of a factor every epoch of one run shares
     per_gpus: dict = field(default_factory=dict)  # name -> [(gpus, seconds)] sorted by gpus
     add_eval: bool = False
     source: str = ""
@@ -65,6 +76,8 @@ class TimeModel:
         """
         if name == RESUME and name not in self.overheads:
             return self.overhead("startup_s", gpus)
+        if name == ROUNDTRIP and name not in self.overheads:
+            return 0.0
         points = self.per_gpus.get(name)
         if points and gpus < 1:
             shared = dict(points).get(gpus)
@@ -95,6 +108,14 @@ class TimeModel:
         """Sigma of the lognormal epoch-time factor with mean 1 and the profile's CV."""
         return math.sqrt(math.log1p(self.epoch_cv ** 2))
 
+    def startup_sigma(self) -> float:
+        """Sigma of the lognormal start-up factor with mean 1 and the profile's start-up CV."""
+        return math.sqrt(math.log1p(self.startup_cv ** 2))
+
+    def run_sigma(self) -> float:
+        """Sigma of the lognormal factor of mean 1 that all epochs of one run share."""
+        return math.sqrt(math.log1p(self.run_cv ** 2))
+
 
 def _number(value, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -122,7 +143,7 @@ def _check_measured_times(measurements: list, origin: str) -> None:
             for j, trial in enumerate(m.get("trial_epoch_seconds") or []):
                 for k, value in enumerate(trial if isinstance(trial, list) else [trial]):
                     _measured_seconds(value, f"measurements[{i}].trial_epoch_seconds[{j}][{k}]")
-            for name in OVERHEADS:
+            for name in OVERHEADS + (ROUNDTRIP,):
                 if m.get(name) is not None:
                     _measured_seconds(m[name], f"measurements[{i}].{name}")
         except UserError as err:
@@ -153,13 +174,13 @@ def time_model_from_profile(profile: dict, origin: str = "profile") -> TimeModel
         _check_measured_times(profile["measurements"], origin)
     per_gpus = _per_gpus_overheads(profile.get("measurements") or [], origin)
     overheads = {}
-    for name in OVERHEADS + (RESUME,):
+    for name in OVERHEADS + OPTIONAL:
         if name in overheads_in:
             overheads[name] = _number(overheads_in[name], f"overheads.{name}")
         elif name in per_gpus:
             points = per_gpus[name]
             overheads[name] = sum(v for _, v in points) / len(points)
-        elif name != RESUME:
+        elif name not in OPTIONAL:
             overheads[name] = DEFAULT_OVERHEAD_S
             if name != "eval_s":  # evaluation is inside the scaling model anyway
                 notes.append(f"profile has no {name}: default {DEFAULT_OVERHEAD_S:g} s used (cost not modelled)")
@@ -171,6 +192,10 @@ def time_model_from_profile(profile: dict, origin: str = "profile") -> TimeModel
         epoch_cv = DEFAULT_EPOCH_CV
         notes.append(f"profile has no variability.epoch_cv: default {DEFAULT_EPOCH_CV:g} used (epoch times without noise)")
 
+    # optional (0 without it, no note): measured by `nasalloc profile --repeats 2` or more
+    startup_cv = _number(variability["startup_cv"], "variability.startup_cv") if "startup_cv" in variability else 0.0
+    run_cv = _number(variability["run_cv"], "variability.run_cv") if "run_cv" in variability else 0.0
+
     hardware = profile.get("hardware") or {}
     gpus_per_node = hardware.get("gpus_per_node")
     if gpus_per_node is not None and (isinstance(gpus_per_node, bool) or not isinstance(gpus_per_node, int)
@@ -181,7 +206,8 @@ def time_model_from_profile(profile: dict, origin: str = "profile") -> TimeModel
         notes.append("profile has no co-location measurements: k trials sharing a GPU are assumed "
                      "time-sliced (each k times slower)")
     add_eval = profile.get("model_includes_eval", True) is False
-    return TimeModel(scaling=scaling, overheads=overheads, epoch_cv=epoch_cv, gpus_per_node=gpus_per_node,
+    return TimeModel(scaling=scaling, overheads=overheads, epoch_cv=epoch_cv, startup_cv=startup_cv, run_cv=run_cv,
+                     gpus_per_node=gpus_per_node,
                      per_gpus=per_gpus, add_eval=add_eval, source=str(profile.get("source", "")), notes=notes)
 
 
@@ -195,7 +221,7 @@ def _per_gpus_overheads(measurements: list, origin: str) -> dict:
         if not isinstance(m, dict) or m.get("kind", "ddp") not in ("ddp", "colocated") or "gpus" not in m:
             continue
         gpus = _number(m["gpus"], f"measurements[{i}].gpus")
-        for name in OVERHEADS + (RESUME,):
+        for name in OVERHEADS + OPTIONAL:
             if m.get(name) is not None:
                 sums.setdefault(name, {}).setdefault(gpus, []).append(_number(m[name], f"measurements[{i}].{name}"))
     return {name: sorted((g, sum(v) / len(v)) for g, v in by_g.items() if g > 0)

@@ -26,6 +26,9 @@ from nasalloc.errors import UserError
 from nasalloc.io import atomic_write_json, check_writable, folder_lock, read_json
 
 INVOCATION = "validation.json"
+MAX_REPEATS = 100
+#: simulated runs of each split (fresh epoch-time noise) behind the predicted intervals of --repeats
+PREDICTED_DRAWS = 40
 
 
 @click.command("validate")
@@ -44,8 +47,11 @@ INVOCATION = "validation.json"
               help="cuda: one GPU per rank (CUDA_VISIBLE_DEVICES); cpu: one-thread gloo ranks stand in for GPUs.")
 @click.option("--grace", type=float, default=60.0, show_default=True,
               help="Seconds running trials get to reach an epoch end and checkpoint when stopping.")
+@click.option("--repeats", type=int, default=1, show_default=True,
+              help="Runs of every chosen split, all with the plan's seed (the same search); N >= 2 reports "
+                   "measured and predicted 95% intervals.")
 @quiet_option
-def validate(plan_path, algorithms, which, executor_name, out, resume, time_limit, device, grace, quiet):
+def validate(plan_path, algorithms, which, executor_name, out, resume, time_limit, device, grace, repeats, quiet):
     """Run the plan's best and worst splits for real with the same schedulers; report predicted vs measured."""
     from nasalloc.extras import require_torch
 
@@ -56,6 +62,8 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
         raise UserError(f"--time-limit {time_limit!r} must be a number of seconds > 0")
     if not grace >= 0:
         raise UserError(f"--grace {grace!r} must be >= 0")
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise UserError(f"--repeats {repeats!r} must be a whole number from 1 to {MAX_REPEATS}")
     plan = Plan(plan_path)
     chosen = plan.choose(algorithms, which)
     out = Path(out)
@@ -92,44 +100,59 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
         raise
     try:
         _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
-                    resume, time_limit, grace, quiet, gpus_per_node, placement_note)
+                    resume, time_limit, grace, quiet, gpus_per_node, placement_note, repeats)
     finally:
         lock.release()
 
 
 def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
-                resume, time_limit, grace, quiet, gpus_per_node, placement_note) -> None:
-    """The run itself, once every input is checked and this process holds ``out``."""
+                resume, time_limit, grace, quiet, gpus_per_node, placement_note, repeats=1) -> None:
+    """The run itself, once every input is checked and this process holds ``out``.
+
+    With ``repeats`` N the splits run in rounds (run 1 of every split, then run 2, ...), so a
+    drift of the machine's load spreads over all splits alike; each run owns its folder
+    (SplitTask.dirname) and resumes on its own."""
     from .runner import SplitTask, Stopper
 
     atomic_write_json(out / INVOCATION, {"plan": str(Path(plan_path).resolve()), "plan_sha256": _sha256(plan_path),
                                          "algorithms": algorithms,
-                                         "which": which, "device": device, "executor": executor_name})
+                                         "which": which, "device": device, "executor": executor_name,
+                                         "repeats": repeats})
     stopper = Stopper(time_limit)
     previous = _install_signals(stopper)
     say = (lambda text: None) if quiet else click.echo
     say(f"validating {len(chosen)} split(s) of {plan.path} on {device} ({executor_name} executor): "
-        + ", ".join(f"{c.algorithm} {c.which} g={c.gpus_per_trial:g}" for c in chosen))
+        + ", ".join(f"{c.algorithm} {c.which} g={c.gpus_per_trial:g}" for c in chosen)
+        + (f", {repeats} runs each" if repeats > 1 else ""))
     if placement_note:
         click.echo(f"note: {placement_note}", err=True)
     results = []
     try:
-        for choice, predicted in zip(chosen, predictions):
-            task = SplitTask(algorithm=choice.algorithm, gpus_per_trial=choice.gpus_per_trial, budget=plan.budget,
-                             workload=plan.workload, make_scheduler=plan.scheduler_factory(choice.algorithm),
-                             max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=gpus_per_node,
-                             predicted_makespan_s=predicted.makespan_s, metric_name=plan.metric_name, mode=plan.mode)
-            runner = executor.make_runner(task, out / task.dirname, device=device, stopper=stopper, quiet=quiet,
-                                          grace_s=grace)
-            outcome = runner.run(resume=resume)
-            results.append((choice, task, predicted, outcome, runner.split))
-            if not outcome.finished:
+        for repeat in range(1, repeats + 1):
+            for choice, predicted in zip(chosen, predictions):
+                task = SplitTask(algorithm=choice.algorithm, gpus_per_trial=choice.gpus_per_trial, budget=plan.budget,
+                                 workload=plan.workload, make_scheduler=plan.scheduler_factory(choice.algorithm),
+                                 max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=gpus_per_node,
+                                 predicted_makespan_s=predicted.makespan_s, metric_name=plan.metric_name,
+                                 mode=plan.mode, repeat=repeat)
+                runner = executor.make_runner(task, out / task.dirname, device=device, stopper=stopper,
+                                              quiet=quiet, grace_s=grace)
+                outcome = runner.run(resume=resume)
+                results.append((choice, task, predicted, outcome, runner.split))
+                if not outcome.finished:
+                    break
+            if stopper.reason:
                 break
     finally:
         executor.close()
         _restore_signals(previous)
-    report = _report(plan, out, results, complete=stopper.reason is None)
-    from .report import format_table
+    draws = {(c.algorithm, c.gpus_per_trial): predict_draws(plan, c, gpus_per_node)
+             for c in chosen} if repeats > 1 else None
+    report = _report(plan, out, results, complete=stopper.reason is None, repeats=repeats, draws=draws)
+    if repeats > 1:
+        from .repeatreport import format_repeat_table as format_table
+    else:
+        from .report import format_table
 
     click.echo(format_table(report))
     for note in report["notes"]:
@@ -141,23 +164,34 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
             command.append(f"--algorithms {algorithms}")
         if which != "best,worst":
             command.append(f"--which {which}")
+        if repeats > 1:
+            command.append(f"--repeats {repeats}")
         click.echo(f"stopped ({stopper.reason}): state saved; continue with: {' '.join(command)} --resume", err=True)
         sys.exit(stopper.exit_code)
 
 
-def predict(plan, choice, gpus_per_node=None):
+def predict(plan, choice, gpus_per_node=None, noise_seed=None):
     """The simulation of this split with the plan's seed (the run's direct prediction), placed on
-    nodes of ``gpus_per_node`` GPUs (default: the plan's)."""
+    nodes of ``gpus_per_node`` GPUs (default: the plan's). ``noise_seed`` draws the epoch-time
+    noise afresh (the scheduler keeps the plan's seed: the same search)."""
     from nasalloc.simulator.cluster import make_split
     from nasalloc.simulator.engine import simulate
 
     split = make_split(plan.budget, gpus_per_node or plan.gpus_per_node, choice.gpus_per_trial)
     seed = plan.seed(choice.algorithm)
     return simulate(plan.scheduler_factory(choice.algorithm)(), split, plan.time_model(), plan.table(),
-                    seed=seed, algorithm=choice.algorithm, record_events=False)
+                    seed=seed if noise_seed is None else noise_seed, algorithm=choice.algorithm, record_events=False)
 
 
-def _report(plan, out: Path, results: list, complete: bool) -> dict:
+def predict_draws(plan, choice, gpus_per_node=None, draws: int = PREDICTED_DRAWS) -> list:
+    """Makespans of ``draws`` simulations of the plan's search on this split, each with fresh
+    epoch-time noise (noise seeds 1_000_003 * k + the plan's seed, k = 1..draws)."""
+    seed = plan.seed(choice.algorithm)
+    return [predict(plan, choice, gpus_per_node, noise_seed=1_000_003 * k + seed).makespan_s
+            for k in range(1, draws + 1)]
+
+
+def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, draws=None) -> dict:
     from .compare import decision_agreement, measure, resimulate
     from .report import comparison_row, write_report
 
@@ -183,6 +217,8 @@ def _report(plan, out: Path, results: list, complete: bool) -> dict:
                     notes.append(f"{task.label}: {agreement[1] - agreement[0]} of {agreement[1]} trial(s) ended at "
                                  "another epoch in the re-simulation than in the run (timing-dependent decisions, "
                                  "or a scheduler model that decides otherwise)")
+        if repeats > 1:
+            row["repeat"] = task.repeat
         rows.append(row)
         state = run_dir / "state.json"
         ran_by = read_json(state, "validation state") if state.exists() else {}
@@ -195,6 +231,11 @@ def _report(plan, out: Path, results: list, complete: bool) -> dict:
                          f"a checkpoint, which the measured makespan includes and the re-simulation does not")
         if measured.failed:
             notes.append(f"{task.label}: {measured.failed} trial(s) failed (the re-simulation has no failures)")
+    if repeats > 1:
+        from .repeatreport import write_repeat_report
+
+        return write_repeat_report(out, rows, draws, repeats, plan_path=str(plan.path), complete=complete,
+                                   notes=notes)
     return write_report(out, rows, plan_path=str(plan.path), complete=complete, notes=notes)
 
 

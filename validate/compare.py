@@ -50,6 +50,7 @@ class Measured:
     save_s: float = 0.0
     load_s: float = 0.0
     restarts: int = 0        # segments re-run after an interruption (their cost is in makespan_s)
+    roundtrip_s: float = 0.0  # per epoch: from the runner's receipt of an epoch to the next one's start
 
 
 def _events(run_dir: Path) -> list[Event]:
@@ -66,6 +67,7 @@ def measure(run_dir: Path, mode: str = "max") -> Measured:
     startups, resume_startups, saves, loads = [], [], [], []
     status: dict[int, str] = {}
     epoch_end: dict[int, float] = {}
+    gaps = []                            # the round trip between consecutive epochs of a segment
     for e in events:
         if e.kind in ("start", "resume"):
             if e.kind == "start" and "row" in e.extra:
@@ -75,6 +77,8 @@ def measure(run_dir: Path, mode: str = "max") -> Measured:
             if e.trial_id in opened and e.began_s is not None:
                 kind, launched = opened.pop(e.trial_id)
                 (startups if kind == "start" else resume_startups).append(e.began_s - launched)
+            elif e.trial_id in epoch_end and e.began_s is not None:
+                gaps.append(max(0.0, e.began_s - epoch_end[e.trial_id]))
             if e.extra.get("load_s") is not None:
                 loads.append(float(e.extra["load_s"]))
             duration = (e.extra.get("train_s") or 0) + (e.extra.get("eval_s") or 0)
@@ -110,6 +114,7 @@ def measure(run_dir: Path, mode: str = "max") -> Measured:
         save_s=float(np.mean(saves)) if saves else 0.0,
         load_s=float(np.mean(loads)) if loads else 0.0,
         restarts=sum(1 for e in events if e.kind in ("start", "resume") and e.extra.get("restart")),
+        roundtrip_s=float(np.mean(gaps)) if gaps else 0.0,
     )
 
 
@@ -127,7 +132,7 @@ def measured_time_model(measured: Measured, gpus_per_trial: float, gpus_per_node
     load = max(0.0, resume - startup)
     return TimeModel(scaling=ScalingModel(t_fixed=1.0, t_compute=0.0, colocation=colocation),
                      overheads={"startup_s": startup, "checkpoint_save_s": measured.save_s,
-                                "checkpoint_load_s": load, "eval_s": 0.0},
+                                "checkpoint_load_s": load, "eval_s": 0.0, "roundtrip_s": measured.roundtrip_s},
                      epoch_cv=0.0, gpus_per_node=gpus_per_node, source="measured run")
 
 

@@ -84,26 +84,34 @@ def write_report(out: Path, rows: list[dict], *, plan_path: str, complete: bool,
                  notes: Optional[list] = None) -> dict:
     import pandas as pd
 
-    out = Path(out)
-    algorithms = summarize_algorithms(rows)
-    report = {"schema": "nasalloc.validation/1", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "plan": plan_path, "complete": complete, "splits": rows, "algorithms": algorithms,
+    report = {**report_head(plan_path, complete), "splits": rows, "algorithms": summarize_algorithms(rows),
               "notes": list(notes or [])}
-    atomic_write_json(out / "report.json", _finite(report))
-    atomic_write_csv(out / "comparison.csv", pd.DataFrame(rows, columns=COLUMNS))
-    if rows:
-        plot_comparison(out / "comparison.png", rows)
+    return save_report(out, report, pd.DataFrame(rows, columns=COLUMNS), plot_comparison)
+
+
+def report_head(plan_path: str, complete: bool) -> dict:
+    return {"schema": "nasalloc.validation/1", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "plan": plan_path, "complete": complete}
+
+
+def save_report(out: Path, report: dict, table, plot) -> dict:
+    """report.json, comparison.csv (``table``) and comparison.png (``plot(path, splits)``), atomically."""
+    out = Path(out)
+    atomic_write_json(out / "report.json", finite_json(report))
+    atomic_write_csv(out / "comparison.csv", table)
+    if report["splits"]:
+        plot(out / "comparison.png", report["splits"])
     return report
 
 
-def _finite(value):
-    # JSON has no NaN: write null
+def finite_json(value):
+    """``value`` with every non-finite float as None (JSON has no NaN: null)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
 
 

@@ -37,7 +37,11 @@ from .progress import Progress
 from .state import RunState, TrialBook
 from .task import RunResult, SplitTask, Stopper, trial_seed  # noqa: F401  (re-exported)
 
-SELECT_TIMEOUT_S = 0.2
+# How long the loop waits for messages before it polls the jobs again. A trial that ends closes
+# its channel a moment before its process exits, so its slot is freed one timeout later: at
+# 0.2 s every pause and stop held its slot ~0.2 s longer than the model's checkpoint save
+# (measured in the closed loop: pause tails of 0.14-0.24 s against a 0.008 s save).
+SELECT_TIMEOUT_S = 0.02
 ROW_KEY = "_row"
 
 

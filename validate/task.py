@@ -23,14 +23,18 @@ class SplitTask:
     predicted_makespan_s: Optional[float] = None
     metric_name: str = "metric"
     mode: str = "max"
+    repeat: int = 1                         # which run of this split (validate --repeats); 1: the first
 
     @property
     def label(self) -> str:
-        return f"{self.algorithm} g={self.gpus_per_trial:g}"
+        return f"{self.algorithm} g={self.gpus_per_trial:g}" + (f" run {self.repeat}" if self.repeat > 1 else "")
 
     @property
     def dirname(self) -> str:
-        return f"{self.algorithm}_g{self.gpus_per_trial:g}".replace("/", "-")
+        """The run's own folder: ``<algorithm>_g<g>`` for the first run (as without repeats),
+        ``<algorithm>_g<g>_r<k>`` for run k >= 2."""
+        base = f"{self.algorithm}_g{self.gpus_per_trial:g}".replace("/", "-")
+        return base if self.repeat == 1 else f"{base}_r{self.repeat}"
 
 
 def trial_seed(split_seed: int, trial_id: int) -> int:

@@ -24,10 +24,8 @@ import os
 import sys
 import time
 
-from .channel import RUNNER_ENV, TOKEN_ENV, TrialLink, parse_address
+from .roundtrip import connect_from_env, report_epoch
 
-_CODES = {"continue": 0.0, "pause": 1.0, "stop": 2.0}
-_NAMES = {v: k for k, v in _CODES.items()}
 EXIT_LOST_RUNNER = 3
 
 
@@ -36,11 +34,8 @@ def run_segment(spec: dict) -> int:
     from nasalloc.workloads.registry import load_workload
 
     ctx = init_from_env(spec.get("device", "cpu"))
-    link = None
     clean = False  # the segment ended by a decision every rank saw
-    if ctx.is_main:
-        link = TrialLink(parse_address(os.environ.get(RUNNER_ENV)), os.environ.get(TOKEN_ENV, ""))
-        link.send({"type": "hello", "token": link.token, "pid": os.getpid(), "world_size": ctx.world_size})
+    link = connect_from_env(ctx)
     try:
         workload = load_workload(spec["workload"])
         trainer = workload.make_trainer(spec["config"], int(spec["seed"]), ctx.device.split(":")[0])
@@ -55,14 +50,7 @@ def run_segment(spec: dict) -> int:
         max_epochs = int(spec["max_epochs"])
         while True:
             result = trainer.train_epoch()
-            code = 0.0
-            if link:
-                link.send({"type": "epoch", "epoch": result.epoch, "metric": result.val_metric,
-                           "test_metric": result.test_metric, "train_s": result.train_seconds,
-                           "eval_s": result.eval_seconds, "samples": result.samples})
-                code = _CODES[link.decision()]
-            code = ctx.broadcast_floats([code])[0]
-            decision = _NAMES[code]
+            decision = report_epoch(link, ctx, result)  # the round trip the profiler measures
             if decision == "continue" and result.epoch >= max_epochs:
                 decision = "stop"  # never train past the budget, whatever was said
             if decision == "pause":

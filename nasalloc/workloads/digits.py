@@ -169,3 +169,31 @@ class DigitsWorkload(ClassifierWorkload):
         info = super().describe()
         info.update(samples_per_epoch=TRAIN_SAMPLES, synthetic_data=False, data_seed=self.data_seed)
         return info
+
+
+#: shuffled passes over the training set in one epoch of ``digits-long``
+LONG_PASSES = 20
+
+
+class LongDigitsWorkload(DigitsWorkload):
+    """digits whose epoch is LONG_PASSES passes over the training set (reshuffled together), so
+    the reference config's epoch takes about 1 s on one CPU core instead of a few hundredths:
+    a setting where start-up and the runner's round trips weigh against training about as much
+    as they do on a GPU cluster, rather than dominating. Same space, model and relative costs;
+    its own learning curves (bench/data/digits_long_curves.csv.gz)."""
+
+    name = "digits-long"
+
+    def splits(self):
+        if getattr(self, "_long", None) is None:
+            from .training import TensorSplits
+
+            base = super().splits()
+            self._long = TensorSplits(base.train_x.repeat(LONG_PASSES, 1, 1, 1), base.train_y.repeat(LONG_PASSES),
+                                      base.val_x, base.val_y, base.test_x, base.test_y)
+        return self._long
+
+    def describe(self) -> dict:
+        info = super().describe()
+        info.update(samples_per_epoch=TRAIN_SAMPLES * LONG_PASSES, passes_per_epoch=LONG_PASSES)
+        return info

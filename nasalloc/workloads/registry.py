@@ -18,6 +18,7 @@ from .base import Workload
 # name -> "module:factory" of the built-in workloads (imported only when asked for).
 WORKLOADS = {
     "digits": "nasalloc.workloads.digits:DigitsWorkload",
+    "digits-long": "nasalloc.workloads.digits:LongDigitsWorkload",
     "resnet": "nasalloc.workloads.resnet:ResNetWorkload",
 }
 

@@ -56,6 +56,7 @@ def _minimal_plan(tmp_path):
     (["--which", "3"], "3 GPUs per trial was not simulated"),
     (["--which", "fastest"], "'fastest' is not best, worst, all"),
     (["--time-limit", "0"], "--time-limit 0"),
+    (["--repeats", "0"], "--repeats 0 must be a whole number from 1 to 100"),
     (["--resume"], "holds no validation to resume"),
     ([], "curves"),  # the plan's curves are gone
 ])

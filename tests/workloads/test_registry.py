@@ -15,7 +15,7 @@ def importable_tests(monkeypatch, request):
 
 
 def test_built_in_names_load_with_their_options():
-    assert set(WORKLOADS) == {"digits", "resnet"}
+    assert set(WORKLOADS) == {"digits", "digits-long", "resnet"}
     assert isinstance(load_workload("digits"), DigitsWorkload)
     resnet = load_workload("resnet", steps_per_epoch=3, data_dir=None)
     assert isinstance(resnet, ResNetWorkload) and resnet.steps_per_epoch == 3 and resnet.synthetic_data
@@ -37,7 +37,7 @@ def test_factory_receives_the_options_it_accepts():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("mnist", "workload 'mnist' is unknown: expected one of digits, resnet"),
+    ("mnist", "workload 'mnist' is unknown: expected one of digits, digits-long, resnet"),
     ("", "is empty"),
     ("no_such_package.mod:make", "cannot import module 'no_such_package.mod'"),
     (f"{HERE}:missing", f"module '{HERE}' has no attribute 'missing'"),
