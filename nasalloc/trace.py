@@ -13,7 +13,7 @@ import csv
 import gzip
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -25,11 +25,11 @@ from .io import AppendOnlyText
 CONFIG_PREFIX = "config."
 # Columns of docs/formats.md in file order; config.<name> columns go after trial_id.
 TRACE_COLUMNS = ["trial_id", "epoch", "val_metric", "test_metric", "metric_name", "mode",
-                 "epoch_seconds", "gpus_per_trial", "start_s", "end_s", "workload"]
+                 "epoch_seconds", "gpus_per_trial", "start_s", "end_s", "workload", "train_seed"]
 REQUIRED_COLUMNS = ["trial_id", "epoch", "val_metric", "epoch_seconds", "metric_name", "mode"]
 # Optional columns and the value a trace without them gets.
 OPTIONAL_DEFAULTS = {"test_metric": np.nan, "gpus_per_trial": 1.0, "start_s": np.nan,
-                     "end_s": np.nan, "workload": ""}
+                     "end_s": np.nan, "workload": "", "train_seed": np.nan}
 MODES = ("max", "min")
 DEFAULT_CURVES = "digits_curves.csv.gz"
 
@@ -84,6 +84,10 @@ class TraceWriter(AppendOnlyText):
     @property
     def config_names(self) -> list[str]:
         return [c[len(CONFIG_PREFIX):] for c in (self._header or []) if c.startswith(CONFIG_PREFIX)]
+
+    @property
+    def header(self) -> list[str]:
+        return list(self._header or [])
 
     def write(self, row: dict) -> None:
         """Append one row: the trace columns plus ``config`` (a dict) or ``config.<name>`` keys."""
@@ -193,6 +197,10 @@ def validate_trace(frame, where: str = "trace"):
         _fail_on(bad, frame[column], where, column,
                  "a finite number" + (" > 0" if positive else "") + ("" if not allow_empty else " or empty"))
         frame[column] = values.astype("float64")
+    seeds = pd.to_numeric(frame["train_seed"], errors="coerce")
+    bad = (seeds.isna() & frame["train_seed"].notna()) | (seeds.notna() & ((seeds != seeds.round()) | (seeds < 0)))
+    _fail_on(bad, frame["train_seed"], where, "train_seed", "an integer >= 0 or empty")
+    frame["train_seed"] = seeds.astype("float64")
     modes = frame["mode"].astype(str)
     _fail_on(~modes.isin(MODES), frame["mode"], where, "mode", "'max' or 'min'")
     for column in ("mode", "metric_name"):
@@ -229,6 +237,7 @@ class Curves:
     metric_name: str
     mode: str
     workload: str = ""
+    train_seeds: list = field(default_factory=list)  # per trial: the seed it was trained with, or None
 
     @property
     def n_configs(self) -> int:
@@ -262,7 +271,7 @@ class Curves:
         config_columns = [c for c in frame.columns if c.startswith(CONFIG_PREFIX)]
         # An integer column with empty cells (an inactive conditional value) reads as float.
         whole = {c for c in config_columns if _whole_numbers(frame[c])}
-        trial_ids, configs, val, test, seconds = [], [], [], [], []
+        trial_ids, configs, val, test, seconds, train_seeds = [], [], [], [], [], []
         for trial_id, rows in frame.groupby("trial_id", sort=True):
             epochs = rows["epoch"].to_numpy()
             if not np.array_equal(epochs, np.arange(1, len(epochs) + 1)):
@@ -275,8 +284,11 @@ class Curves:
             val.append(rows["val_metric"].to_numpy(dtype=float))
             test.append(rows["test_metric"].to_numpy(dtype=float))
             seconds.append(rows["epoch_seconds"].to_numpy(dtype=float))
+            seed = rows["train_seed"].dropna()
+            train_seeds.append(int(seed.iloc[-1]) if len(seed) else None)
         return cls(trial_ids, configs, val, test, seconds, metric_name=str(frame["metric_name"].iloc[0]),
-                   mode=str(frame["mode"].iloc[0]), workload=str(frame["workload"].iloc[0]))
+                   mode=str(frame["mode"].iloc[0]), workload=str(frame["workload"].iloc[0]),
+                   train_seeds=train_seeds)
 
     @classmethod
     def load(cls, path=None) -> "Curves":

@@ -39,6 +39,7 @@ class CurveTable:
     path: str = ""
     sha256: str = ""
     trial_ids: list = field(default_factory=list)
+    train_seeds: list = field(default_factory=list)  # per row: its recorded training seed, or None
     space: object = None       # the ConfigSpace space the configs come from (for sampling)
 
     @property
@@ -67,6 +68,7 @@ class CurveTable:
                           metric_name=self.metric_name, mode=self.mode, workload=self.workload,
                           reference_row=position.get(self.reference_row), reference_note=self.reference_note, path=self.path,
                           sha256=self.sha256, trial_ids=[self.trial_ids[i] for i in keep] if self.trial_ids else [],
+                          train_seeds=[self.train_seeds[i] for i in keep] if self.train_seeds else [],
                           space=self.space)
 
 
@@ -110,7 +112,7 @@ def _table(curves, val, rel_cost, row: int, note: str) -> CurveTable:
     return CurveTable(val=val, test=curves.test_matrix(), rel_cost=rel_cost,
                       configs=list(curves.configs), metric_name=curves.metric_name, mode=curves.mode,
                       workload=curves.workload, reference_row=row, reference_note=note,
-                      trial_ids=list(curves.trial_ids))
+                      trial_ids=list(curves.trial_ids), train_seeds=list(curves.train_seeds))
 
 
 def _anchor_seconds(curves, row: int, reference: dict, mean_seconds, cost_model) -> Optional[float]:

@@ -11,6 +11,10 @@ to run whenever it is free:
   epoch the scheduler is told the metric of the
   config's learning curve at that epoch and answers CONTINUE, PAUSE (save a checkpoint, free the
   GPUs) or STOP (free them; ``complete`` when it reached ``max_t``).
+* On a fractional split (g = 1/k: k slots per GPU) an epoch, start-up, resume, save, load and
+  round trip cost what the profile says for the number of the GPU's slots busy at that moment
+  (:mod:`.sharing`): a trial alone on its GPU trains at the 1-GPU speed, not the k-way
+  co-located one. Such splits run epoch by epoch (an epoch's time depends on its neighbours).
 * ``WAIT``: the slot sleeps until the next result or segment end wakes a waiting slot.
 * ``DONE``: the slot retires. Trials still paused then were stopped by the scheduler without a
   record of their own, as in the validation runner's records (ask ``trial_status``). The
@@ -57,6 +61,7 @@ from nasalloc.records import Event
 from .cluster import Split
 from .curvetable import CurveTable
 from .schedulers.base import DONE, WAIT, Decision, Resume, Scheduler, Start
+from .sharing import SharedGPUs
 from .simresult import SimulationResult
 from .timemodel import TimeModel
 
@@ -116,9 +121,13 @@ class _Simulation:
         self.startup_sigma = time_model.startup_sigma()
         self.startup_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x57A7]))
         run_sigma = time_model.run_sigma()  # one factor every epoch of this run shares
+        run_factor = 1.0
         if run_sigma > 0.0:
             run_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x2B4]))
-            self.base_epoch_s *= float(run_rng.lognormal(-0.5 * run_sigma ** 2, run_sigma))
+            run_factor = float(run_rng.lognormal(-0.5 * run_sigma ** 2, run_sigma))
+            self.base_epoch_s *= run_factor
+        # a fractional split: costs by the busy sharers of each GPU (simulator/sharing.py)
+        self.shared = SharedGPUs(split, time_model, run_factor) if split.trials_per_gpu > 1 else None
         self.record = record_events
         self.events: list[Event] = []
         self.trials: dict[int, _Trial] = {}
@@ -134,12 +143,14 @@ class _Simulation:
         self.deadline_s = deadline_s
         self.deadline_best = (-math.inf, 0.0, 0, 0, math.nan, math.nan)  # (score, -time, -trial, -epoch, ...)
         self.sign = 1.0 if table.mode == "max" else -1.0
-        self.next_decision = None if epoch_by_epoch else getattr(scheduler, "next_decision_epoch", None)
+        # epoch by epoch where GPUs are shared: an epoch's time depends on the sharers busy as it begins
+        fast = not epoch_by_epoch and self.shared is None
+        self.next_decision = getattr(scheduler, "next_decision_epoch", None) if fast else None
         settled = getattr(scheduler, "settled", None)
         always = settled is None or getattr(type(scheduler), "settled", None) is Scheduler.settled
         self.settled = None if self.next_decision is None or always else settled
         # the fast path wakes no idle slot where the scheduler says it would answer WAIT
-        self.waits = None if epoch_by_epoch else getattr(scheduler, "waits", None)
+        self.waits = getattr(scheduler, "waits", None) if fast else None
         self.virtual: list = []  # (end time, priority, trial id) of each trial's next virtual epoch
         self.quiet = True        # the scheduler was settled after the last real call
         self.ticker: Optional[tuple] = None  # (time, priority) of the armed _tick
@@ -289,6 +300,9 @@ class _Simulation:
 
     def segment(self, action, placement):
         env, scheduler, table = self.env, self.scheduler, self.table
+        shared, gpu = self.shared, placement[0]
+        if shared is not None:
+            shared.enter(gpu)
         if isinstance(action, Start):
             row = int(action.config[ROW_KEY])
             trial = _Trial(action.trial_id, row, float(table.rel_cost[row]), self.noise_row(), self.curves_of(row))
@@ -299,7 +313,8 @@ class _Simulation:
                 config = {k: v for k, v in action.config.items() if k != ROW_KEY}
                 self.emit(time_s=began, kind="start", trial_id=trial.trial_id, epoch=0, placement=placement,
                           config=config, extra={"row": row})
-            training = began + self.startup_s * self.startup_factor()
+            startup_s = self.startup_s if shared is None else shared.overhead("startup_s", gpu)
+            training = began + startup_s * self.startup_factor()
         elif isinstance(action, Resume):
             trial = self.trials[action.trial_id]
             self.active += 1
@@ -308,7 +323,9 @@ class _Simulation:
                 yield trial.saved
             began = env.now
             self.emit(time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
-            training = began + (self.resume_s * self.startup_factor() + self.load_s)
+            resume_s, load_s = ((self.resume_s, self.load_s) if shared is None else
+                                (shared.overhead("resume_s", gpu), shared.overhead("checkpoint_load_s", gpu)))
+            training = began + (resume_s * self.startup_factor() + load_s)
         else:
             raise RuntimeError(f"{type(scheduler).__name__}.suggest() returned {action!r}")
         if self.next_decision is None:  # epoch by epoch: the start-up (or load) is an event of its own
@@ -324,6 +341,9 @@ class _Simulation:
             if self.next_decision is not None and self.quiet:  # else one epoch: it would tick anyway
                 last = max(first, min(self.next_decision(trial.trial_id, trial.epoch), self.max_epochs + 1))
             t = trial.last_end = training
+            if shared is not None:  # epoch by epoch (last == first): this epoch at the sharers busy now
+                epoch_s = trial.rel_cost * shared.epoch_s[shared.sharers(gpu)]
+                roundtrip_s = shared.overhead("roundtrip_s", gpu)
             if last > first:
                 planned = trial.planned
                 for k in range(first, last):
@@ -346,7 +366,8 @@ class _Simulation:
             if decision is Decision.PAUSE or decision == "pause":
                 trial.saved = env.event()
                 self.yields += 1
-                yield env.at(env.now + self.save_s, own)
+                yield env.at(env.now + (self.save_s if shared is None else shared.overhead("checkpoint_save_s", gpu)),
+                             own)
                 trial.saved.succeed()
                 trial.saved = None
                 kind = "pause"
@@ -358,6 +379,8 @@ class _Simulation:
                       test_metric=None if math.isnan(test_metric) else test_metric)
             break
         self.active -= 1
+        if shared is not None:
+            shared.leave(gpu)
         self.busy_slot_s += env.now - began
         self.makespan = max(self.makespan, env.now)
         self.notify()

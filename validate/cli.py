@@ -47,11 +47,17 @@ PREDICTED_DRAWS = 40
               help="cuda: one GPU per rank (CUDA_VISIBLE_DEVICES); cpu: one-thread gloo ranks stand in for GPUs.")
 @click.option("--grace", type=float, default=60.0, show_default=True,
               help="Seconds running trials get to reach an epoch end and checkpoint when stopping.")
+@click.option("--trial-seeds", "trial_seeds", type=click.Choice(["recorded", "fresh"]), default="recorded",
+              show_default=True,
+              help="recorded: train each config with the seed its curve was recorded with, where the curves "
+                   "carry one (column train_seed), so the run trains the curves the simulation read; fresh: "
+                   "seeds from the plan's seed and the trial id.")
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Runs of every chosen split, all with the plan's seed (the same search); N >= 2 reports "
                    "measured and predicted 95% intervals.")
 @quiet_option
-def validate(plan_path, algorithms, which, executor_name, out, resume, time_limit, device, grace, repeats, quiet):
+def validate(plan_path, algorithms, which, executor_name, out, resume, time_limit, device, grace, trial_seeds,
+             repeats, quiet):
     """Run the plan's best and worst splits for real with the same schedulers; report predicted vs measured."""
     from nasalloc.extras import require_torch
 
@@ -70,7 +76,7 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
     check_writable(out, "--out")
     lock = folder_lock(out)
     lock.refuse_if_held()  # a run holding the folder is named before any advice about it
-    _check_out(out, plan_path, algorithms, which, resume)
+    _check_out(out, plan_path, algorithms, which, resume, trial_seeds)
     plan.table()  # the curves must be there before anything runs
     for name in dict.fromkeys(c.algorithm for c in chosen):
         plan.scheduler_factory(name)  # and every scheduler must build
@@ -93,20 +99,21 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
         gpus_per_node, placement_note = executor.fit_plan(plan, [c.gpus_per_trial for c in chosen])
         predictions = [predict(plan, choice, gpus_per_node) for choice in chosen]
         lock.acquire()  # held for the run: one run writes a results folder at a time
-        _check_out(out, plan_path, algorithms, which, resume)  # again, now that no other run can start
+        _check_out(out, plan_path, algorithms, which, resume, trial_seeds)  # again, now that no other run can start
     except BaseException:
         lock.release()
         executor.close()
         raise
     try:
         _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
-                    resume, time_limit, grace, quiet, gpus_per_node, placement_note, repeats)
+                    resume, time_limit, grace, quiet, gpus_per_node, placement_note, repeats, trial_seeds)
     finally:
         lock.release()
 
 
 def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
-                resume, time_limit, grace, quiet, gpus_per_node, placement_note, repeats=1) -> None:
+                resume, time_limit, grace, quiet, gpus_per_node, placement_note, repeats=1,
+                trial_seeds="recorded") -> None:
     """The run itself, once every input is checked and this process holds ``out``.
 
     With ``repeats`` N the splits run in rounds (run 1 of every split, then run 2, ...), so a
@@ -117,7 +124,8 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
     atomic_write_json(out / INVOCATION, {"plan": str(Path(plan_path).resolve()), "plan_sha256": _sha256(plan_path),
                                          "algorithms": algorithms,
                                          "which": which, "device": device, "executor": executor_name,
-                                         "repeats": repeats})
+                                         "repeats": repeats, "trial_seeds": trial_seeds})
+    row_seeds = plan.table().train_seeds if trial_seeds == "recorded" else None
     stopper = Stopper(time_limit)
     previous = _install_signals(stopper)
     say = (lambda text: None) if quiet else click.echo
@@ -134,7 +142,7 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
                                  workload=plan.workload, make_scheduler=plan.scheduler_factory(choice.algorithm),
                                  max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=gpus_per_node,
                                  predicted_makespan_s=predicted.makespan_s, metric_name=plan.metric_name,
-                                 mode=plan.mode, repeat=repeat)
+                                 mode=plan.mode, repeat=repeat, row_seeds=row_seeds)
                 runner = executor.make_runner(task, out / task.dirname, device=device, stopper=stopper,
                                               quiet=quiet, grace_s=grace)
                 outcome = runner.run(resume=resume)
@@ -195,7 +203,8 @@ def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, dr
     from .compare import decision_agreement, measure, resimulate
     from .report import comparison_row, write_report
 
-    rows, notes = [], []
+    rows, notes = [], [_seeds_note(plan, results)]
+    notes = [n for n in notes if n]
     for choice, task, predicted, outcome, split in results:
         run_dir = out / task.dirname
         measured = measure(run_dir, plan.mode)
@@ -239,7 +248,21 @@ def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, dr
     return write_report(out, rows, plan_path=str(plan.path), complete=complete, notes=notes)
 
 
-def _check_out(out: Path, plan_path: str, algorithms, which, resume: bool) -> None:
+def _seeds_note(plan, results: list):
+    """How the trials were seeded, when the curves' recorded seeds were used."""
+    tasks = [task for _, task, _, _, _ in results]
+    if not tasks or tasks[0].row_seeds is None:
+        return None
+    known = sum(seed is not None for seed in plan.table().train_seeds)
+    if not known:
+        return ("the curves carry no train_seed: trials trained with seeds from the plan's seed and their id, so "
+                "their metrics differ from the curves the simulation read (another draw of each config)")
+    return (f"trials trained with the seed their config's curve was recorded with ({known} of "
+            f"{plan.table().rows} rows carry one): on one rank the run retrains the curves the simulation read; "
+            "on more ranks or threads only up to floating-point differences, so decisions can still part")
+
+
+def _check_out(out: Path, plan_path: str, algorithms, which, resume: bool, trial_seeds: str = "recorded") -> None:
     previous = out / INVOCATION
     if resume:
         if not previous.exists():
@@ -250,6 +273,9 @@ def _check_out(out: Path, plan_path: str, algorithms, which, resume: bool) -> No
         if earlier.get("plan_sha256") not in (None, _sha256(plan_path)):
             raise UserError(f"--resume: plan {plan_path} changed since this validation began; "
                             f"validate it into another --out")
+        if earlier.get("trial_seeds", "fresh") != trial_seeds:
+            raise UserError(f"--resume: {out} was validated with --trial-seeds {earlier.get('trial_seeds', 'fresh')}, "
+                            f"not {trial_seeds}; pass the same")
     elif previous.exists():
         raise UserError(f"{out} holds an earlier validation; pass --resume to continue it or choose another --out")
 

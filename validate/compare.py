@@ -161,7 +161,7 @@ def measured_table(table, measured: Measured, run_dir: Path):
     return CurveTable(val=val, test=test, rel_cost=rel_cost, configs=list(table.configs),
                       metric_name=table.metric_name, mode=table.mode, workload=table.workload,
                       reference_row=table.reference_row, reference_note="measured seconds per config",
-                      path=str(trace_path), trial_ids=list(table.trial_ids))
+                      path=str(trace_path), trial_ids=list(table.trial_ids), train_seeds=list(table.train_seeds))
 
 
 def resimulate(make_scheduler, split, table, measured: Measured, run_dir: Path, *, seed: int = 0,

@@ -38,7 +38,7 @@ from nasalloc.records import Event
 from .channel import RUNNER_ENV, TOKEN_ENV, ChannelServer
 from .executor import JobSpec
 from .raytune import STOPPING
-from .task import trial_seed
+from .task import training_seed
 
 POLL_S = 0.2
 EXIT_WAIT_S = 60.0
@@ -143,7 +143,8 @@ class NasallocTrial(tune.Trainable):
         device = self.run["device"]
         atomic_write_json(spec_path, {
             "trial_id": self.nas_id, "workload": self.run["workload"], "config": self.params,
-            "seed": trial_seed(int(self.run["seed"]), self.nas_id), "checkpoint": str(self.checkpoint),
+            "seed": training_seed(int(self.run["seed"]), self.nas_id, self.row, self.run.get("row_seeds")),
+            "checkpoint": str(self.checkpoint),
             "resume": kind == "resume", "device": device, "max_epochs": int(self.run["max_t"])})
         gpus = float(self.run["gpus"])
         ranks = int(gpus) if gpus >= 1 else 1

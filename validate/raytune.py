@@ -180,7 +180,7 @@ class RaySplitRun:
         scheduler = getattr(schedulers, class_name)(**arguments)
         run = {"out": str(self.out.resolve()), "workload": self.task.workload, "device": self.device,
                "max_t": self.task.max_t, "seed": self.task.seed, "gpus": self.task.gpus_per_trial,
-               "metric": self.task.metric_name, "t0": time.time()}
+               "metric": self.task.metric_name, "t0": time.time(), "row_seeds": self.task.row_seeds}
         self.run_settings = run
         n = num_samples(scheduler_entry, algorithm)
         if algorithm == "bohb":

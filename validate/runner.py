@@ -282,7 +282,7 @@ class Runner:
         spec_path = trial_dir / f"segment_{book.segments}.json"
         atomic_write_json(spec_path, {
             "trial_id": book.trial_id, "workload": self.task.workload, "config": book.config,
-            "seed": trial_seed(self.task.seed, book.trial_id), "checkpoint": str(checkpoint),
+            "seed": self.task.seed_for(book.trial_id, book.row), "checkpoint": str(checkpoint),
             "resume": book.checkpoint_epoch > 0, "device": self.device, "max_epochs": self.task.max_t})
         spec = JobSpec(trial_id=book.trial_id, segment=book.segments, ranks=self.ranks, devices=list(slot.gpus),
                        argv=["--spec", str(spec_path)], env={RUNNER_ENV: self.channel.address, TOKEN_ENV: token},

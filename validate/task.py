@@ -24,6 +24,7 @@ class SplitTask:
     metric_name: str = "metric"
     mode: str = "max"
     repeat: int = 1                         # which run of this split (validate --repeats); 1: the first
+    row_seeds: Optional[list] = None        # per curve row: the seed it was recorded with (None: unknown)
 
     @property
     def label(self) -> str:
@@ -35,6 +36,19 @@ class SplitTask:
         ``<algorithm>_g<g>_r<k>`` for run k >= 2."""
         base = f"{self.algorithm}_g{self.gpus_per_trial:g}".replace("/", "-")
         return base if self.repeat == 1 else f"{base}_r{self.repeat}"
+
+
+    def seed_for(self, trial_id: int, row: Optional[int]) -> int:
+        return training_seed(self.seed, trial_id, row, self.row_seeds)
+
+
+def training_seed(split_seed: int, trial_id: int, row: Optional[int] = None, row_seeds=None) -> int:
+    """The training seed of a trial: the recorded seed of its config's curve where the plan's
+    curves carry one (``validate --trial-seeds recorded``: the run then trains the very curves
+    the simulation read, up to the numerics of another rank count), else :func:`trial_seed`."""
+    if row is not None and row_seeds and 0 <= row < len(row_seeds) and row_seeds[row] is not None:
+        return int(row_seeds[row])
+    return trial_seed(split_seed, trial_id)
 
 
 def trial_seed(split_seed: int, trial_id: int) -> int:

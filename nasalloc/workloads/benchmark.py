@@ -84,6 +84,7 @@ def _train_job(args) -> tuple[int, list[dict], float]:
     rows = train_curve(workload_spec, config, seed, epochs, run_began)
     for row in rows:
         row["trial_id"] = trial_id
+        row["train_seed"] = seed  # so a validation can train this config exactly as recorded
     return trial_id, rows, time.perf_counter() - began
 
 
@@ -160,8 +161,9 @@ def run_benchmark(out: Path, configs: int, epochs: int = 81, seed: int = 0, jobs
     jobs_args = [(t, workload_spec, sampled[t], seed * 100_003 + t, epochs, run_began) for t in todo]
     names = list(workload.search_space().keys())
     with TraceWriter(working, config_names=names) as writer:
+        seeded = "train_seed" in writer.header  # a file begun before traces had the column stays without
         for finished, (trial_id, rows, seconds) in enumerate(_run_jobs(jobs_args, jobs), 1):
-            writer.write_many(rows)
+            writer.write_many(rows if seeded else [{k: v for k, v in r.items() if k != "train_seed"} for r in rows])
             elapsed = time.perf_counter() - began
             eta = elapsed / finished * (len(todo) - finished)
             vals = [r["val_metric"] for r in rows]

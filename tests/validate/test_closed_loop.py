@@ -10,6 +10,7 @@ import pytest
 
 from nasalloc.io import read_jsonl
 from nasalloc.simulator.curvetable import load_curve_table
+from nasalloc.validate.plan import Plan
 
 from .conftest import nasalloc
 
@@ -29,6 +30,7 @@ def test_validate_runs_best_and_worst_and_reports_predicted_against_measured(clo
     proc = nasalloc("validate", "--plan", closed_loop_plan, "--out", out, "--device", "cpu")
     plan = json.loads(closed_loop_plan.read_text())
     report = json.loads((out / "report.json").read_text())
+    curve_table = Plan(closed_loop_plan).table()
 
     assert report["complete"] is True
     rows = report["splits"]
@@ -67,6 +69,13 @@ def test_validate_runs_best_and_worst_and_reports_predicted_against_measured(clo
         assert math.isclose(row["predicted_makespan_s"], max(e["time_s"] for e in simulated), rel_tol=1e-9)
         run_rows = {e["trial_id"]: e["extra"]["row"] for e in events if e["kind"] == "start"}
         assert run_rows == sim_rows
+        # --trial-seeds recorded (the default): each config trains with the seed its curve was
+        # recorded with, so on one rank the run retrains the very curve the simulation read
+        if row["gpus_per_trial"] == 1 and curve_table.train_seeds:
+            for e in events:
+                if e["kind"] == "epoch":
+                    expected = curve_table.val[run_rows[e["trial_id"]], e["epoch"] - 1]
+                    assert math.isclose(e["metric"], expected, abs_tol=1e-5), (e, expected)
         # the trace is learning curves the simulator can replay
         table = load_curve_table(str(run_dir / "trace.csv"))
         assert table.rows == 2 and table.workload == "digits"

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ConfigSpace import Configuration
@@ -21,6 +23,7 @@ def test_a_tiny_benchmark_writes_a_trace_of_full_curves(tmp_path):
     assert out.exists() and not (tmp_path / "curves.csv").exists()  # working file folded in
     assert (curves.n_configs, curves.max_epochs, curves.workload) == (2, 2, "digits")
     assert curves.configs == sample_configs(DigitsWorkload(), 2, 5)
+    assert curves.train_seeds == [5 * 100_003, 5 * 100_003 + 1]  # recorded, so a validation can retrain them
     assert sum(line.startswith("[") for line in lines) == 2 and lines[-1].startswith("done: 2 configs x 2 epochs")
 
 
@@ -73,3 +76,17 @@ def test_the_shipped_digits_benchmark():
     assert curves.config_space() is not None and set(curves.config_space().keys()) == set(space.keys())
     provenance = data_path("digits_curves.md").read_text()
     assert "python -m nasalloc.workloads.benchmark" in provenance and "torch" in provenance
+
+
+def test_the_shipped_curves_retrain_exactly_from_their_recorded_seeds():
+    """train_seed is no label: training a shipped config with it on one rank, one thread,
+    gives its recorded curve (what validate --trial-seeds recorded relies on)."""
+    from nasalloc.workloads.benchmark import train_curve
+
+    bench_data = Path(__file__).resolve().parents[2] / "bench" / "data"
+    for path, workload in ((data_path("digits_curves.csv.gz"), "digits"),
+                           (bench_data / "digits_long_curves.csv.gz", "digits-long")):
+        curves = Curves.from_trace(read_trace(path))
+        for t in (0, 11):
+            rows = train_curve(workload, curves.configs[t], curves.train_seeds[t], 2, 0.0)
+            assert [r["val_metric"] for r in rows] == list(curves.val[t][:2])

@@ -81,6 +81,8 @@ def test_writer_rejects_a_config_outside_its_header(tmp_path):
     (lambda f: f.assign(epoch_seconds=0.0), "'epoch_seconds' row 2 is 0.0, expected a finite number > 0"),
     (lambda f: f.assign(gpus_per_trial=0), "'gpus_per_trial' row 2 is 0, expected a finite number > 0"),
     (lambda f: f.assign(metric_name=["a", "b"] * (len(f) // 2)), "'metric_name' must be the same"),
+    (lambda f: f.assign(train_seed=1.5), "'train_seed' row 2 is 1.5, expected an integer >= 0 or empty"),
+    (lambda f: f.assign(train_seed=-3), "'train_seed' row 2 is -3"),
 ])
 def test_malformed_trace_is_a_one_line_user_error(tmp_path, edit, message):
     path = tmp_path / "trace.csv"
@@ -166,3 +168,15 @@ def test_a_json_file_given_as_a_trace_says_so(tmp_path, text):
     path.write_text(text)
     with pytest.raises(UserError, match="is a JSON file, not a CSV trace"):
         read_trace(path)
+
+
+def test_train_seeds_are_read_per_trial_and_optional(tmp_path):
+    path = tmp_path / "trace.csv"
+    with TraceWriter(path, config_names=["family", "kernel", "lr"]) as writer:
+        for epoch in (1, 2):
+            writer.write(_row(0, epoch, CONFIGS[0], 0.5, train_seed=42))
+            writer.write(_row(1, epoch, CONFIGS[1], 0.6))  # trained with an unknown seed
+    assert Curves.from_trace(read_trace(path)).train_seeds == [42, None]
+    legacy = tmp_path / "legacy.csv"
+    pd.read_csv(path).drop(columns=["train_seed"]).to_csv(legacy, index=False)
+    assert Curves.from_trace(read_trace(legacy)).train_seeds == [None, None]
