@@ -25,7 +25,8 @@ DEFAULT_GPUS = "1,2,4,8,16"
 @click.option("--epochs", type=int, default=3, show_default=True, help="Measured epochs per job.")
 @click.option("--steps", type=int, default=None, help="Training steps per epoch (cap, for large datasets).")
 @click.option("--repeats", type=int, default=1, show_default=True,
-              help="Jobs per GPU count (each launched afresh, so start-up is measured each time).")
+              help="Jobs per GPU count (each launched afresh, so start-up is measured each time), in rounds: "
+                   "every GPU count once, then again.")
 @click.option("--launcher", type=click.Choice(["auto", "local", "slurm", "ray"]), default="auto", show_default=True,
               help="local: processes on this node; slurm: job steps in the current allocation; ray: each job "
                    "from a fresh Ray actor, so start-up includes Ray's (for plans of Ray Tune runs); auto: slurm "

@@ -224,7 +224,7 @@ def _measure_noise(request: ProfileRequest, scratch: Path, echo: Callable[[str],
 def _report_g(request: ProfileRequest, measurements: list, measured: list, seconds: float,
               echo: Callable[[str], None]) -> None:
     """The progress line (and notes) of one measured g, its repeats pooled."""
-    if len(measurements) == len(measured) and (measured[0].get("workload") or {}).get("synthetic_data"):
+    if measurements[0] is measured[0] and (measured[0].get("workload") or {}).get("synthetic_data"):
         echo(f"note: {(measured[0]['workload'].get('data') or 'the workload trains on synthetic data')}")
     steps = measured[0].get("steps_per_epoch")
     if request.workload_options.get("steps_per_epoch") and steps and steps > request.workload_options["steps_per_epoch"]:
@@ -308,22 +308,34 @@ def run_profile(request: ProfileRequest, echo: Callable[[str], None] = print) ->
     runner = _echo_runner(request, scratch)
     try:
         _warm_launch(request, scratch)
-        for g in request.gpus:
-            g_began = time.monotonic()
-            measured = []
-            for repeat in range(request.repeats):
+        # Repeats run in rounds (every g once, then every g again): a passing load on the machine
+        # then slows a repeat of every g alike, not all repeats of one g (which would bias the
+        # comparison between splits the simulation is for).
+        per_g = {g: [] for g in request.gpus}
+        seconds = dict.fromkeys(request.gpus, 0.0)
+        skipping: set = set()
+        for repeat in range(request.repeats):
+            for g in [g for g in request.gpus if g not in skipping]:
+                g_began = time.monotonic()
                 measure = _measure_ddp if g >= 1 else _measure_colocated
                 m = measure(request, g, repeat, scratch, runner)
+                seconds[g] += time.monotonic() - g_began
                 if "skip" in m:
+                    skipping.add(g)
                     skipped.append({"gpus": int(g) if g >= 1 else g, "reason": m["skip"]})
                     echo(f"g={_g(g)}: skipped, the hardware cannot hold it: {m['skip']}")
-                    break
-                measured.append(m)
-            if measured:
-                measurements.extend(measured)
-                _report_g(request, measurements, measured, time.monotonic() - g_began, echo)
-            if any(m["kind"] == "ddp" for m in measurements):
-                atomic_write_json(request.out, build_profile(request, measurements, skipped, complete=False))
+                    if per_g[g]:  # measured in earlier rounds: those stay, the profile says why no more
+                        _report_g(request, measurements, per_g[g], seconds[g], echo)
+                else:
+                    per_g[g].append(m)
+                    measurements.append(m)
+                    if repeat == request.repeats - 1:
+                        _report_g(request, measurements, per_g[g], seconds[g], echo)
+                    else:
+                        echo(f"g={_g(g)}: repeat {repeat + 1} of {request.repeats}: start-up {m['startup_s']:.1f} "
+                             f"s, epoch {np.mean(m['epoch_seconds']):.3f} s  [{time.monotonic() - g_began:.1f} s]")
+                if any(m["kind"] == "ddp" for m in measurements):
+                    atomic_write_json(request.out, build_profile(request, measurements, skipped, complete=False))
         if not any(m["kind"] == "ddp" for m in measurements):
             raise ProfileFailed("no GPU count could be measured: " + "; ".join(s["reason"] for s in skipped))
         noise = _measure_noise(request, scratch, echo) if request.noise_epochs else None

@@ -293,3 +293,16 @@ def test_ranks_end_when_the_profiler_is_killed(tmp_path):
     while _worker_pids(str(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _worker_pids(str(tmp_path)) == []
+
+
+@pytest.mark.slow
+def test_repeats_run_in_rounds_over_the_gpu_counts(tmp_path, capsys):
+    """A passing load must not land on every repeat of one g: repeat 1 of each g, then repeat 2."""
+    out = tmp_path / "p.json"
+    code, stdout, err = run_cli(["profile", "--gpus", "2,1", *FAST, "--epochs", "1", "--repeats", "2",
+                                 "--out", str(out)], capsys)
+    assert code == 0, err
+    profile = json.loads(out.read_text())
+    assert [(m["gpus"], m["repeat"]) for m in profile["measurements"]] == [(1, 0), (2, 0), (1, 1), (2, 1)]
+    assert "g=1: repeat 1 of 2: start-up" in stdout and "g=2: repeat 1 of 2: start-up" in stdout
+    assert profile["variability"].get("startup_cv") is not None  # pooled over the two launches of each g
