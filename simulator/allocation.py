@@ -141,11 +141,13 @@ class AllocationModel:
         return self.signal_at(start_s) + min(self.grace_s, self.signal_lead_s)
 
     def describe(self) -> str:
+        from .labels import duration
+
         parts = []
         if self.time_limit_s is not None:
-            wait = f"{self.requeue_wait_s / 60:g} min" + (f" (sd {self.requeue_spread_s / 60:g} min)"
-                                                         if self.requeue_spread_s else "")
-            parts.append(f"allocations of {self.time_limit_s / 3600:g} h (SIGTERM {self.signal_lead_s:g} s before, "
+            wait = duration(self.requeue_wait_s) + (f" (sd {duration(self.requeue_spread_s)})"
+                                                    if self.requeue_spread_s else "")
+            parts.append(f"allocations of {duration(self.time_limit_s)} (SIGTERM {self.signal_lead_s:g} s before, "
                          f"grace {self.grace_s:g} s), queue wait {wait}")
         if self.node_mtbf_h is not None:
             parts.append(f"node MTBF {self.node_mtbf_h:g} h, {self.max_restarts} restart(s) per trial")

@@ -281,10 +281,10 @@ def sbatch(plan_path, out, algorithms, which, device, grace, time_limit, signal_
             grace = float(model["grace_s"])
     if signal_lead is None:
         signal_lead = DEFAULT_SIGNAL_LEAD_S
-    from .chain import chain_jobs, chain_script
+    from .chain import chain_jobs, chain_script, which_splits
 
     algorithm_list = algorithms.split(",") if algorithms else None
-    jobs = chain_jobs(plan, chain, algorithm_list)
+    jobs = chain_jobs(plan, chain, algorithm_list, which_splits(which))
     if grace is not None and grace >= signal_lead:
         raise UserError(f"--grace {grace:g} s must be shorter than --signal-lead {signal_lead} s, or the allocation "
                         f"ends before the trials have checkpointed")
@@ -292,6 +292,8 @@ def sbatch(plan_path, out, algorithms, which, device, grace, time_limit, signal_
     for flag, value in (("--algorithms", algorithms), ("--which", which), ("--device", device), ("--grace", grace)):
         if value is not None:
             extra += [flag, f"{value:g}" if isinstance(value, float) else value]
+    if model.get("time_limit_s"):  # the runner pauses at limit - lead of its own clock (see chain.py)
+        extra += ["--time-limit", f"{float(model['time_limit_s']) - signal_lead:g}"]
     command = validate_command(plan_path, out, extra)  # this nasalloc, by absolute path
     request = request_from_plan(plan, command, time_limit, cpus_per_task=cpus_per_task, signal_lead_s=signal_lead,
                                 output=str(Path(out) / "slurm-%j.out"),
@@ -305,7 +307,7 @@ def sbatch(plan_path, out, algorithms, which, device, grace, time_limit, signal_
     if jobs is not None:
         from .chain import predicted_allocations
 
-        predicted = predicted_allocations(plan, algorithm_list)
+        predicted = predicted_allocations(plan, algorithm_list, which_splits(which))
         note = "" if predicted is None else f"The plan predicts {predicted:.2f} allocation(s) for the validated splits."
         submit = write_sbatch(path.parent / "submit_chain.sh", chain_script(str(path), jobs, note))
         click.echo(f"wrote {submit}: {jobs} chained job(s) (--dependency=afterany); submit with: bash {submit}")

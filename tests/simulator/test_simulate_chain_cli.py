@@ -48,7 +48,7 @@ def test_a_chain_reports_time_to_result_and_losses_per_split(tmp_path, trace, ca
     out = tmp_path / "out"
     status, stdout, stderr = run([*SMALL, "--curves", str(trace), "--out", str(out), *CHAIN], capsys)
     assert status == 0, stderr
-    assert "allocation model: allocations of 3 h" in stdout
+    assert "allocation model: allocations of 3.0 h" in stdout
     assert "time to result" in stdout and "lost: checkpoints" in stdout
     assert ("the best split changes under the allocation model" in stdout
             or "the best split is the same with and without the allocation model" in stdout)

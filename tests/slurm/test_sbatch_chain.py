@@ -61,7 +61,7 @@ def test_a_plan_under_a_time_limit_gets_its_limit_lead_grace_and_chain(tmp_path,
     assert code == 0, captured.err
     script = (out / "validate.sbatch").read_text()
     assert "#SBATCH --time=01:00:00" in script and "#SBATCH --signal=B:TERM@600" in script
-    assert "#SBATCH --requeue" in script and " --grace 120 " in script
+    assert "#SBATCH --requeue" in script and " --grace 120 " in script and " --time-limit 3000 " in script
     chain = (out / "submit_chain.sh").read_text()
     # asha best + worst: 6000 s of compute over 3000 s a allocation trains: 2, plus a spare
     assert "chain of 3 SLURM job(s)" in chain and "--dependency=afterany:" in chain
