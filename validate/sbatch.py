@@ -294,6 +294,10 @@ def sbatch(plan_path, out, algorithms, which, device, grace, time_limit, signal_
             extra += [flag, f"{value:g}" if isinstance(value, float) else value]
     if model.get("time_limit_s"):  # the runner pauses at limit - lead of its own clock (see chain.py)
         extra += ["--time-limit", f"{float(model['time_limit_s']) - signal_lead:g}"]
+    if model.get("checkpoint_every"):  # the checkpoint policy the plan priced
+        extra += ["--checkpoint-every", str(int(model["checkpoint_every"]))]
+    if model.get("node_mtbf_h") is not None:  # the restarts the plan priced
+        extra += ["--max-restarts", str(int(model["max_restarts"]))]
     command = validate_command(plan_path, out, extra)  # this nasalloc, by absolute path
     request = request_from_plan(plan, command, time_limit, cpus_per_task=cpus_per_task, signal_lead_s=signal_lead,
                                 output=str(Path(out) / "slurm-%j.out"),

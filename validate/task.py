@@ -24,6 +24,8 @@ class SplitTask:
     metric_name: str = "metric"
     mode: str = "max"
     repeat: int = 1                         # which run of this split (validate --repeats); 1: the first
+    checkpoint_every: Optional[int] = None  # also checkpoint after every K-th epoch (--checkpoint-every)
+    max_restarts: int = 0                   # lost segments a trial restarts from its checkpoint (allocation.py)
 
     @property
     def label(self) -> str:
