@@ -5,7 +5,11 @@ trial segment through an :class:`~nasalloc.validate.executor.Executor`, waits on
 trial's channel at once (``selectors``, with a short timeout to notice exits and signals),
 passes every epoch result to ``scheduler.on_result`` and sends the decision back. A job that
 exits without a decision that ended it (non-zero status, a killed rank, a lost channel) is a
-failure: ``on_failure``, a ``fail`` record with its error, its slot freed, the search goes on.
+lost segment, handled by the rule the simulator shares (``allocation.after_lost_segment``): with
+``max_restarts`` left (``--max-restarts``, default 0) it is logged as ``pause`` with
+``extra.lost`` and relaunched from the trial's last checkpoint, unheard by the scheduler;
+otherwise it is a failure: ``on_failure``, a ``fail`` record with its error, its slot freed,
+the search goes on. ``--checkpoint-every K`` makes trials save after every K-th epoch too.
 
 Records (in ``out_dir``): ``events.jsonl`` (nasalloc.records.Event, one flushed line each),
 ``trace.csv`` (the per-epoch trace) and ``state.json`` (see :mod:`nasalloc.validate.state`,
