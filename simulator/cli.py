@@ -64,12 +64,29 @@ from .labels import duration, split_tick
                    "profile's noise scale [default: the profile's workload.batch_policy, else global].")
 @click.option("--tolerance", type=float, default=0.01, show_default=True,
               help="Metric tolerance of --objective accuracy-time and of the epochs-to-target column.")
+@click.option("--time-limit", "time_limit", default=None,
+              help="Wall-time limit of one allocation (e.g. 24h, 1-00:00:00): the search runs as a chain of "
+                   "allocations [default: none, one uninterrupted run].")
+@click.option("--signal-lead", "signal_lead", default="300s", show_default=True,
+              help="SIGTERM this long before the limit (sbatch --signal=B:TERM@LEAD): trials pause at their next epoch.")
+@click.option("--grace", default="60s", show_default=True,
+              help="Trials not paused this long after SIGTERM are killed and fall back to their checkpoint.")
+@click.option("--requeue-wait", "requeue_wait", default=None,
+              help="Queue wait between allocations: MEAN or MEAN,SPREAD (gamma), e.g. 30m or 30m,15m [default: 0].")
+@click.option("--node-mtbf", "node_mtbf", default=None,
+              help="Mean time between failures of one node, in hours: failures lose work back to the last checkpoint.")
+@click.option("--checkpoint-every", "checkpoint_every", type=int, default=None,
+              help="Also save a checkpoint after every K-th epoch (each save costs the profile's save time) "
+                   "[default: checkpoints only at pauses].")
+@click.option("--max-restarts", "max_restarts", type=int, default=3, show_default=True,
+              help="Segments a trial may lose to node failures and restart from its checkpoint before it fails.")
 @out_option("results/simulate")
 @click.option("--jobs", type=int, default=None, help="Parallel processes [default: CPU count].")
 @quiet_option
 def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus_per_node, max_epochs, min_epochs,
              eta, trials, brackets, semantics, ray_pending, seeds, seed, objective, deadline, batch_policy,
-             tolerance, out, jobs, quiet):
+             tolerance, time_limit, signal_lead, grace, requeue_wait, node_mtbf, checkpoint_every, max_restarts,
+             out, jobs, quiet):
     """Simulate every split of --budget GPUs and predict the fastest (plan.json, plots, records)."""
     from .setup import prepare
 
@@ -78,7 +95,9 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
                          gpus_per_trial=gpus_per_trial, gpus_per_node=gpus_per_node, max_epochs=max_epochs,
                          min_epochs=min_epochs, eta=eta, trials=trials, brackets=brackets, semantics=semantics,
                          ray_pending=ray_pending, seeds=seeds, seed=seed, objective=objective, deadline=deadline,
-                         out=out, jobs=jobs, batch_policy=batch_policy, tolerance=tolerance)
+                         out=out, jobs=jobs, batch_policy=batch_policy, tolerance=tolerance, time_limit=time_limit,
+                         signal_lead=signal_lead, grace=grace, requeue_wait=requeue_wait, node_mtbf=node_mtbf,
+                         checkpoint_every=checkpoint_every, max_restarts=max_restarts)
     say = (lambda *a, **k: None) if quiet else (lambda text: click.echo(text, err=True))
     for note in plan_input.notes:
         say(f"note: {note}")
@@ -109,6 +128,10 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
     finally:
         lock.release()
     click.echo(summary_table(plan))
+    if plan.get("allocation"):
+        from .chainreport import chain_lines
+
+        click.echo(chain_lines(plan))
     if plan_input.scaling is not None and plan_input.scaling.active:
         click.echo(batch_table(plan))
     for warning in plan["warnings"]:

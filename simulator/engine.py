@@ -424,12 +424,21 @@ class _Simulation:
 
 def simulate(scheduler, split: Split, time_model: TimeModel, table: CurveTable, *, seed: int = 0,
              algorithm: str = "", record_events: bool = True, deadline_s: Optional[float] = None,
-             epoch_by_epoch: bool = False) -> SimulationResult:
+             epoch_by_epoch: bool = False, allocation=None) -> SimulationResult:
     """Run ``scheduler`` to DONE on ``split`` in simulated time; see the module docstring.
 
     ``seed`` seeds the epoch-time noise only (the scheduler carries its own seed). Configs the
     scheduler starts must carry ``"_row"``, their row in ``table`` (``TableSource`` does).
     ``epoch_by_epoch``: one SimPy timeout per epoch (the reference path; same records).
+    ``allocation``: an active :class:`~.allocation.AllocationModel` (time limits, queue waits,
+    node failures, checkpoints) runs the split as a chain of allocations (:mod:`.chainengine`);
+    None or an inactive one changes nothing.
     """
+    if allocation is not None and allocation.active:
+        from .chainengine import ChainSimulation
+
+        simulation = ChainSimulation(scheduler, split, time_model, table, seed, record_events, deadline_s,
+                                     allocation)
+        return simulation.run(algorithm or getattr(scheduler, "name", type(scheduler).__name__), seed)
     simulation = _Simulation(scheduler, split, time_model, table, seed, record_events, deadline_s, epoch_by_epoch)
     return simulation.run(algorithm or getattr(scheduler, "name", type(scheduler).__name__), seed)

@@ -47,10 +47,36 @@ class PreparedSweep:
     tolerance: float = 0.01    # --tolerance (objective accuracy-time, epochs to target)
 
 
+def allocation_model(time_limit=None, signal_lead="300s", grace="60s", requeue_wait=None, node_mtbf=None,
+                     checkpoint_every=None, max_restarts=3):
+    """The AllocationModel of the simulate flags (checked; see allocation.py)."""
+    from .allocation import AllocationModel, parse_duration, parse_wait
+
+    if time_limit is None:
+        for flag, value, default in (("--requeue-wait", requeue_wait, None), ("--signal-lead", signal_lead, "300s"),
+                                     ("--grace", grace, "60s")):
+            if value != default:
+                raise UserError(f"{flag} {value} only applies with --time-limit")
+    limit = parse_duration(time_limit, "--time-limit") if time_limit is not None else None
+    if limit is not None and limit <= 0:
+        raise UserError(f"--time-limit {time_limit!r}: expected a duration > 0")
+    wait, spread = parse_wait(requeue_wait) if requeue_wait is not None else (0.0, 0.0)
+    if node_mtbf is not None:
+        try:
+            node_mtbf = float(node_mtbf)
+        except ValueError:
+            raise UserError(f"--node-mtbf {node_mtbf!r}: expected hours > 0") from None
+    return AllocationModel(time_limit_s=limit, signal_lead_s=parse_duration(signal_lead, "--signal-lead"),
+                           grace_s=parse_duration(grace, "--grace"), requeue_wait_s=wait, requeue_spread_s=spread,
+                           node_mtbf_h=node_mtbf, checkpoint_every=checkpoint_every, max_restarts=max_restarts)
+
+
 def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperband,asha,bohb",
             gpus_per_trial=None, gpus_per_node=None, max_epochs=None, min_epochs=1, eta=3, trials=None,
             brackets=None, semantics="ray", ray_pending=None, seeds=10, seed=0, objective="makespan", deadline=None,
-            out="results/simulate", jobs=None, batch_policy=None, tolerance=0.01) -> PreparedSweep:
+            out="results/simulate", jobs=None, batch_policy=None, tolerance=0.01, time_limit=None,
+            signal_lead="300s", grace="60s", requeue_wait=None, node_mtbf=None, checkpoint_every=None,
+            max_restarts=3) -> PreparedSweep:
     from .curvetable import load_curve_table
     from .schedulers import make_scheduler
     from .schedulers.brackets import check_budget as check_epochs
@@ -77,6 +103,8 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
     if tolerance is None or not tolerance >= 0:
         raise UserError(f"--tolerance {tolerance!r} must be a number >= 0 (metric units, e.g. 0.01)")
 
+    allocation = allocation_model(time_limit, signal_lead, grace, requeue_wait, node_mtbf, checkpoint_every,
+                                  max_restarts)
     profile = load_profile(profile_path)
     model = profile.model
     if profile.embedded:  # its assumptions state every default it rests on
@@ -127,7 +155,10 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
                      seeds=tuple(seed + i for i in range(seeds)), max_t=max_epochs, min_t=min_epochs, eta=eta,
                      semantics=semantics, mode=table.mode, trials=trials, brackets=brackets,
                      ray_pending=ray_pending, deadline_s=float(deadline) if deadline is not None else None,
-                     profile_sha256=profile.sha256, curves_sha256=table.sha256, batch_scaling=scaling.key())
+                     profile_sha256=profile.sha256, curves_sha256=table.sha256, batch_scaling=scaling.key(),
+                     allocation=allocation.key())
+    if allocation.active:
+        notes.append(f"allocation model: {allocation.describe()}")
     for name in names:  # scheduler arguments are checked by building each once
         make_scheduler(name, source=TableSource(table.space, table.configs[:1]), max_t=spec.max_t,
                        min_t=spec.min_t, eta=spec.eta, semantics=semantics, mode=spec.mode, seed=0,

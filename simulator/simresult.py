@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 
+# columns of simulations.csv under an allocation model (absent without one)
+CHAIN_COLUMNS = ("free_makespan_s", "compute_s", "allocations", "failures", "failed_trials",
+                 "lost_checkpoint_gpu_h", "lost_restart_gpu_h", "lost_failure_gpu_h", "idle_gpu_h")
+
+
 @dataclass
 class SimulationResult:
     algorithm: str
@@ -29,6 +34,7 @@ class SimulationResult:
     sim_events: int = 0                      # SimPy events the run processed (for the bench)
     model_based_trials: Optional[int] = None  # BOHB: configs its model proposed (others: None)
     events: list = field(default_factory=list)
+    chain: Optional[dict] = None             # under an allocation model: see chainengine.summary()
 
     @property
     def utilization(self) -> float:
@@ -47,4 +53,5 @@ class SimulationResult:
             "deadline_metric": None if self.deadline_s is None else self.deadline_metric,
             "deadline_test_metric": None if self.deadline_s is None else self.deadline_test_metric,
             "model_based_trials": self.model_based_trials,
+            **({} if self.chain is None else {k: v for k, v in self.chain.items() if k in CHAIN_COLUMNS}),
         }

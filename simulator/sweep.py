@@ -29,7 +29,9 @@ from nasalloc.errors import UserError
 from .cluster import make_split
 from .batchscaling import BatchScaling, stretched_table
 from .curvetable import CurveTable
+from .allocation import AllocationModel
 from .engine import simulate
+from .simresult import CHAIN_COLUMNS
 from .schedulers import hyperband_brackets, make_scheduler
 from .schedulers.sampling import TableSource
 from .timemodel import TimeModel
@@ -65,6 +67,7 @@ class SweepSpec:
     profile_sha256: str = ""
     curves_sha256: str = ""
     batch_scaling: str = ""  # BatchScaling.key(): '' when curves are used as recorded
+    allocation: str = ""     # AllocationModel.key(): '' without time limits, failures or extra checkpoints
     version: str = field(default_factory=lambda: __import__("nasalloc").__version__)  # rows of other code differ
     # the engine's numbering of the same inputs: 2 = epoch-time noise drawn per trial at its
     # start, same-time events ordered by trial id (docs/engine.md); a 0.2.0 folder is refused
@@ -86,10 +89,20 @@ class SweepSpec:
         fields.pop("algorithms")
         if not fields["batch_scaling"]:
             fields.pop("batch_scaling")  # rows without batch scaling keep the key they always had
+        if not fields["allocation"]:
+            fields.pop("allocation")  # nor do rows without an allocation model
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     def runs(self) -> list:
         return [(a, g, s) for a in self.algorithms for g in self.splits for s in self.seeds]
+
+    def allocation_model(self) -> Optional[AllocationModel]:
+        return AllocationModel(**json.loads(self.allocation)) if self.allocation else None
+
+    @property
+    def columns(self) -> list:
+        """The columns of its simulations.csv: the chain's only under an allocation model."""
+        return COLUMNS[:-1] + list(CHAIN_COLUMNS) + COLUMNS[-1:] if self.allocation else COLUMNS
 
 
 def scheduler_limits(algorithm: str, max_t: int, min_t: int, eta: int, semantics: str,
@@ -151,8 +164,16 @@ def run_one(context: _Context, algorithm: str, gpus_per_trial: float, seed: int,
     scheduler = make_scheduler(algorithm, source=context.table_source(), max_t=spec.max_t, min_t=spec.min_t,
                                eta=spec.eta, semantics=spec.semantics, mode=spec.mode, seed=seed,
                                **spec.limits(algorithm))
+    model = spec.allocation_model()
     result = simulate(scheduler, split, context.time_model, context.table_for(float(gpus_per_trial)), seed=seed, algorithm=algorithm,
-                      record_events=keep_events, deadline_s=spec.deadline_s)
+                      record_events=keep_events, deadline_s=spec.deadline_s, allocation=model)
+    if model is not None:  # the same run without the model: what the plan would say without it
+        free = make_scheduler(algorithm, source=context.table_source(), max_t=spec.max_t, min_t=spec.min_t,
+                              eta=spec.eta, semantics=spec.semantics, mode=spec.mode, seed=seed,
+                              **spec.limits(algorithm))
+        result.chain["free_makespan_s"] = simulate(
+            free, split, context.time_model, context.table_for(float(gpus_per_trial)), seed=seed,
+            algorithm=algorithm, record_events=False, deadline_s=spec.deadline_s).makespan_s
     limits = spec.limits(algorithm)
     row = {**result.row(), "semantics": spec.semantics, "gpus_per_node": spec.gpus_per_node,
            "max_t": spec.max_t, "min_t": spec.min_t, "eta": spec.eta, "trials_limit": limits.get("trials"),
@@ -201,7 +222,8 @@ def _typed(row: dict) -> dict:
             number = float(value)
             out[key] = int(number) if key in ("budget", "gpus_per_node", "parallel_trials", "idle_gpus", "seed",
                                               "trials", "epochs", "best_trial_id", "max_t", "min_t", "eta",
-                                              "trials_limit", "brackets_limit", "model_based_trials") else number
+                                              "trials_limit", "brackets_limit", "model_based_trials",
+                                              "allocations", "failures", "failed_trials") else number
     return out
 
 
@@ -212,8 +234,8 @@ def _run_id(row: dict) -> tuple:
 class _CsvAppender:
     """simulations.csv, one flushed line per finished run (a torn last line is cut first)."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, columns: list = COLUMNS):
+        self.path, self.columns = path, columns
         fresh = not path.is_file() or path.stat().st_size == 0
         if not fresh:
             data = path.read_bytes()
@@ -221,13 +243,13 @@ class _CsvAppender:
                 with open(path, "rb+") as handle:
                     handle.truncate(data.rfind(b"\n") + 1)
         self.handle = open(path, "a", encoding="utf-8", newline="")
-        self.writer = csv.DictWriter(self.handle, fieldnames=COLUMNS, lineterminator="\n")
+        self.writer = csv.DictWriter(self.handle, fieldnames=columns, lineterminator="\n")
         if fresh:
             self.writer.writeheader()
             self.handle.flush()
 
     def write(self, row: dict) -> None:
-        self.writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
+        self.writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in self.columns})
         self.handle.flush()
 
     def close(self) -> None:
@@ -239,14 +261,14 @@ def _sorted_rows(rows: list, spec: SweepSpec) -> list:
     return sorted(rows, key=lambda r: (order.get(r["algorithm"], 99), float(r["gpus_per_trial"]), int(r["seed"])))
 
 
-def write_csv_atomically(path: Path, rows: list) -> None:
+def write_csv_atomically(path: Path, rows: list, columns: list = COLUMNS) -> None:
     from nasalloc.io import atomic_write_text
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -278,7 +300,7 @@ def run_sweep(spec: SweepSpec, time_model: TimeModel, table: CurveTable, space, 
     todo.sort(key=lambda run: (run[1], run[0], run[2]))
     total, finished = len(spec.runs()), len(spec.runs()) - len(todo)
     out_dir.mkdir(parents=True, exist_ok=True)
-    appender = _CsvAppender(out_dir / CSV_NAME)
+    appender = _CsvAppender(out_dir / CSV_NAME, spec.columns)
     rows = dict(on_disk)  # rows of other seeds or splits of this sweep stay in the file
     events: dict = {}
     epochs = 0
@@ -316,7 +338,7 @@ def run_sweep(spec: SweepSpec, time_model: TimeModel, table: CurveTable, space, 
         for g in spec.splits:
             if (a, float(g)) not in events:
                 events[(a, float(g))] = run_one(context, a, g, first_seed, True)[1]
-    write_csv_atomically(out_dir / CSV_NAME, _sorted_rows(list(rows.values()), spec))
+    write_csv_atomically(out_dir / CSV_NAME, _sorted_rows(list(rows.values()), spec), spec.columns)
     ordered = _sorted_rows([r for run, r in rows.items() if run in wanted], spec)
     return SweepResult(rows=ordered, events=events, simulated=len(todo), epochs=epochs)
 

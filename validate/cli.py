@@ -52,12 +52,18 @@ PREDICTED_DRAWS = 40
               help="recorded: train each config with the seed its curve was recorded with, where the curves "
                    "carry one (column train_seed), so the run trains the curves the simulation read; fresh: "
                    "seeds from the plan's seed and the trial id.")
+@click.option("--checkpoint-every", "checkpoint_every", type=int, default=None,
+              help="Trials also save a checkpoint after every K-th epoch, so a lost step loses less "
+                   "[default: checkpoints at pauses only].")
+@click.option("--max-restarts", "max_restarts", type=int, default=0, show_default=True,
+              help="Steps a trial may lose (a node failure, a killed step) and restart from its last checkpoint "
+                   "before it is failed; the scheduler hears nothing of a restart (see docs/slurm.md).")
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Runs of every chosen split, all with the plan's seed (the same search); N >= 2 reports "
                    "measured and predicted 95% intervals.")
 @quiet_option
 def validate(plan_path, algorithms, which, executor_name, out, resume, time_limit, device, grace, trial_seeds,
-             repeats, quiet):
+             checkpoint_every, max_restarts, repeats, quiet):
     """Run the plan's best and worst splits for real with the same schedulers; report predicted vs measured."""
     from nasalloc.extras import require_torch
 
@@ -68,6 +74,11 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
         raise UserError(f"--time-limit {time_limit!r} must be a number of seconds > 0")
     if not grace >= 0:
         raise UserError(f"--grace {grace!r} must be >= 0")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise UserError(f"--checkpoint-every {checkpoint_every!r}: expected a whole number >= 1")
+    if max_restarts < 0:
+        raise UserError(f"--max-restarts {max_restarts!r}: expected a whole number >= 0")
+    restarts = {"checkpoint_every": checkpoint_every, "max_restarts": max_restarts}
     if not 1 <= repeats <= MAX_REPEATS:
         raise UserError(f"--repeats {repeats!r} must be a whole number from 1 to {MAX_REPEATS}")
     plan = Plan(plan_path)
@@ -106,14 +117,14 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
         raise
     try:
         _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
-                    resume, time_limit, grace, quiet, gpus_per_node, placement_note, repeats, trial_seeds)
+                    resume, time_limit, grace, quiet, gpus_per_node, placement_note, repeats, trial_seeds, restarts)
     finally:
         lock.release()
 
 
 def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
                 resume, time_limit, grace, quiet, gpus_per_node, placement_note, repeats=1,
-                trial_seeds="recorded") -> None:
+                trial_seeds="recorded", restarts=None) -> None:
     """The run itself, once every input is checked and this process holds ``out``.
 
     With ``repeats`` N the splits run in rounds (run 1 of every split, then run 2, ...), so a
@@ -142,7 +153,7 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
                                  workload=plan.workload, make_scheduler=plan.scheduler_factory(choice.algorithm),
                                  max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=gpus_per_node,
                                  predicted_makespan_s=predicted.makespan_s, metric_name=plan.metric_name,
-                                 mode=plan.mode, repeat=repeat, row_seeds=row_seeds)
+                                 mode=plan.mode, repeat=repeat, row_seeds=row_seeds, **(restarts or {}))
                 runner = executor.make_runner(task, out / task.dirname, device=device, stopper=stopper,
                                               quiet=quiet, grace_s=grace)
                 outcome = runner.run(resume=resume)

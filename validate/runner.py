@@ -5,7 +5,11 @@ trial segment through an :class:`~nasalloc.validate.executor.Executor`, waits on
 trial's channel at once (``selectors``, with a short timeout to notice exits and signals),
 passes every epoch result to ``scheduler.on_result`` and sends the decision back. A job that
 exits without a decision that ended it (non-zero status, a killed rank, a lost channel) is a
-failure: ``on_failure``, a ``fail`` record with its error, its slot freed, the search goes on.
+lost segment, handled by the rule the simulator shares (``allocation.after_lost_segment``): with
+``max_restarts`` left (``--max-restarts``, default 0) it is logged as ``pause`` with
+``extra.lost`` and relaunched from the trial's last checkpoint, unheard by the scheduler;
+otherwise it is a failure: ``on_failure``, a ``fail`` record with its error, its slot freed,
+the search goes on. ``--checkpoint-every K`` makes trials save after every K-th epoch too.
 
 Records (in ``out_dir``): ``events.jsonl`` (nasalloc.records.Event, one flushed line each),
 ``trace.csv`` (the per-epoch trace) and ``state.json`` (see :mod:`nasalloc.validate.state`,
@@ -80,6 +84,7 @@ class Runner:
         self.active: dict[str, Segment] = {}
         self.relaunch: list[int] = []   # trials in flight when an earlier run ended
         self.logged: set = set()        # trials the event log already has
+        self.lost: dict = {}            # trial id -> segments lost without a decision (this run)
         self.done = False
         self.kill_at: Optional[float] = None
 
@@ -283,7 +288,8 @@ class Runner:
         atomic_write_json(spec_path, {
             "trial_id": book.trial_id, "workload": self.task.workload, "config": book.config,
             "seed": self.task.seed_for(book.trial_id, book.row), "checkpoint": str(checkpoint),
-            "resume": book.checkpoint_epoch > 0, "device": self.device, "max_epochs": self.task.max_t})
+            "resume": book.checkpoint_epoch > 0, "device": self.device, "max_epochs": self.task.max_t,
+            **({"checkpoint_every": self.task.checkpoint_every} if self.task.checkpoint_every else {})})
         spec = JobSpec(trial_id=book.trial_id, segment=book.segments, ranks=self.ranks, devices=list(slot.gpus),
                        argv=["--spec", str(spec_path)], env={RUNNER_ENV: self.channel.address, TOKEN_ENV: token},
                        log_dir=trial_dir / f"segment_{book.segments}", device=self.device,
@@ -322,6 +328,8 @@ class Runner:
         kind = message.get("type")
         if kind == "ready":
             seg.load_s = message.get("load_s")
+        elif kind == "saved":  # --checkpoint-every: the trial goes on; a loss falls back to here
+            book.checkpoint_epoch = int(message["epoch"])
         elif kind == "checkpointed":
             seg.checkpointed, seg.save_s = True, message.get("save_s")
             book.checkpoint_epoch = int(message["epoch"])
@@ -408,8 +416,26 @@ class Runner:
                                 "checkpoint_epoch": book.checkpoint_epoch})
             self._free(seg.slot, f"trial {book.trial_id} paused (checkpoint failed)")
         else:
-            self._fail(book, seg.slot, self._error(seg.job), seg.last_epoch)
+            self._lost(book, seg, self._error(seg.job))
         self._save()
+
+    def _lost(self, book: TrialBook, seg: Segment, error: str) -> None:
+        """A segment that died without a decision: restart it from its checkpoint or fail the
+        trial, by the rule the simulator follows (allocation.after_lost_segment)."""
+        from nasalloc.simulator.allocation import after_lost_segment
+
+        self.lost[book.trial_id] = self.lost.get(book.trial_id, 0) + 1
+        if after_lost_segment(self.lost[book.trial_id], self.task.max_restarts) == "fail":
+            self._fail(book, seg.slot, error, seg.last_epoch)
+            return
+        self._record("pause", book, book.reported, error=error,
+                     extra={"segment": seg.number, "interrupted": True, "lost": True,
+                            "checkpoint_epoch": book.checkpoint_epoch})
+        book.status = "running"  # the scheduler hears nothing: it goes on from its checkpoint
+        self.logged.add(book.trial_id)
+        self.relaunch.append(book.trial_id)
+        self._free(seg.slot, f"trial {book.trial_id} lost ({error[:80]}); restarts from epoch "
+                             f"{book.checkpoint_epoch}")
 
     def _fail(self, book: TrialBook, slot: Slot, error: str, epoch: int = 0) -> None:
         self.scheduler.on_failure(book.trial_id)

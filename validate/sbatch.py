@@ -240,15 +240,20 @@ import click  # noqa: E402  (the pure part above does not need it)
 @click.option("--grace", type=float, default=None, help="Passed to validate: seconds trials get to checkpoint.")
 @click.option("--time", "time_limit", default=None,
               help="Time limit (SLURM format, e.g. 04:00:00) [default: predicted makespans x1.5 + signal lead].")
-@click.option("--signal-lead", type=int, default=DEFAULT_SIGNAL_LEAD_S, show_default=True,
-              help="Seconds before the time limit SLURM sends SIGTERM (must cover --grace + one epoch).")
+@click.option("--signal-lead", type=int, default=None,
+              help="Seconds before the time limit SLURM sends SIGTERM (must cover --grace + one epoch) "
+                   "[default: the plan's allocation model's, else 300].")
 @click.option("--cpus-per-task", type=int, default=1, show_default=True, help="CPUs per GPU rank.")
 @click.option("--partition", default=None, help="#SBATCH --partition.")
 @click.option("--account", default=None, help="#SBATCH --account.")
 @click.option("--job-name", default="nasalloc-validate", show_default=True)
 @click.option("--script", "script_path", default=None, help="Where to write the script [default: OUT/validate.sbatch].")
+@click.option("--chain", "chain", type=int, default=None,
+              help="Also write OUT/submit_chain.sh submitting the script N times, each --dependency=afterany on "
+                   "the last [default: with a plan simulated under --time-limit, its predicted allocations + 1; "
+                   "else no chain].")
 def sbatch(plan_path, out, algorithms, which, device, grace, time_limit, signal_lead, cpus_per_task, partition,
-           account, job_name, script_path):
+           account, job_name, script_path, chain):
     """Write a ready sbatch script that runs nasalloc validate for a plan as SLURM job steps."""
     from nasalloc.io import check_writable
 
@@ -266,6 +271,20 @@ def sbatch(plan_path, out, algorithms, which, device, grace, time_limit, signal_
     checked = Plan(plan_path)
     checked.choose(algorithms, which or "best,worst")  # what validate would refuse when the job starts
     plan = checked.data
+    model = plan.get("allocation") or {}
+    if model.get("time_limit_s"):  # the chain the plan simulated: its limit, lead and grace
+        if time_limit is None:
+            time_limit = format_time_limit(int(model["time_limit_s"]))
+        if signal_lead is None:
+            signal_lead = int(round(model["signal_lead_s"]))
+        if grace is None:
+            grace = float(model["grace_s"])
+    if signal_lead is None:
+        signal_lead = DEFAULT_SIGNAL_LEAD_S
+    from .chain import chain_jobs, chain_script, which_splits
+
+    algorithm_list = algorithms.split(",") if algorithms else None
+    jobs = chain_jobs(plan, chain, algorithm_list, which_splits(which))
     if grace is not None and grace >= signal_lead:
         raise UserError(f"--grace {grace:g} s must be shorter than --signal-lead {signal_lead} s, or the allocation "
                         f"ends before the trials have checkpointed")
@@ -273,13 +292,26 @@ def sbatch(plan_path, out, algorithms, which, device, grace, time_limit, signal_
     for flag, value in (("--algorithms", algorithms), ("--which", which), ("--device", device), ("--grace", grace)):
         if value is not None:
             extra += [flag, f"{value:g}" if isinstance(value, float) else value]
+    if model.get("time_limit_s"):  # the runner pauses at limit - lead of its own clock (see chain.py)
+        extra += ["--time-limit", f"{float(model['time_limit_s']) - signal_lead:g}"]
+    if model.get("checkpoint_every"):  # the checkpoint policy the plan priced
+        extra += ["--checkpoint-every", str(int(model["checkpoint_every"]))]
+    if model.get("node_mtbf_h") is not None:  # the restarts the plan priced
+        extra += ["--max-restarts", str(int(model["max_restarts"]))]
     command = validate_command(plan_path, out, extra)  # this nasalloc, by absolute path
     request = request_from_plan(plan, command, time_limit, cpus_per_task=cpus_per_task, signal_lead_s=signal_lead,
                                 output=str(Path(out) / "slurm-%j.out"),
-                                algorithms=algorithms.split(",") if algorithms else None,
+                                algorithms=algorithm_list,
                                 partition=partition, account=account, job_name=job_name, chdir=os.getcwd(),
                                 resume_marker=str(Path(out) / INVOCATION))
     Path(out).mkdir(parents=True, exist_ok=True)  # SLURM does not create the --output folder
     path = write_sbatch(Path(script_path) if script_path else Path(out) / "validate.sbatch", sbatch_script(request))
     click.echo(f"wrote {path}: {request.nodes} node(s) x {request.gpus_per_node} GPU(s), "
                f"--time={format_time_limit(request.time_s)}, SIGTERM {signal_lead} s before; submit with: sbatch {path}")
+    if jobs is not None:
+        from .chain import predicted_allocations
+
+        predicted = predicted_allocations(plan, algorithm_list, which_splits(which))
+        note = "" if predicted is None else f"The plan predicts {predicted:.2f} allocation(s) for the validated splits."
+        submit = write_sbatch(path.parent / "submit_chain.sh", chain_script(str(path), jobs, note))
+        click.echo(f"wrote {submit}: {jobs} chained job(s) (--dependency=afterany); submit with: bash {submit}")

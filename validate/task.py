@@ -25,6 +25,8 @@ class SplitTask:
     mode: str = "max"
     repeat: int = 1                         # which run of this split (validate --repeats); 1: the first
     row_seeds: Optional[list] = None        # per curve row: the seed it was recorded with (None: unknown)
+    checkpoint_every: Optional[int] = None  # also checkpoint after every K-th epoch (--checkpoint-every)
+    max_restarts: int = 0                   # lost segments a trial restarts from its checkpoint (allocation.py)
 
     @property
     def label(self) -> str:

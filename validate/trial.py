@@ -30,6 +30,7 @@ EXIT_LOST_RUNNER = 3
 
 
 def run_segment(spec: dict) -> int:
+    from nasalloc.simulator.allocation import checkpoint_due
     from nasalloc.workloads.distributed import init_from_env
     from nasalloc.workloads.registry import load_workload
 
@@ -60,6 +61,12 @@ def run_segment(spec: dict) -> int:
                 if link:
                     link.send({"type": "checkpointed", "epoch": result.epoch,
                                "save_s": time.perf_counter() - began})
+            elif decision == "continue" and checkpoint_due(result.epoch, spec.get("checkpoint_every"), max_epochs):
+                began = time.perf_counter()  # --checkpoint-every: a node failure loses less
+                trainer.save_checkpoint(checkpoint)
+                ctx.barrier()
+                if link:
+                    link.send({"type": "saved", "epoch": result.epoch, "save_s": time.perf_counter() - began})
             if decision != "continue":
                 clean = True
                 return 0

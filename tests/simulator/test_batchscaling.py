@@ -125,7 +125,8 @@ def test_the_sweep_key_is_unchanged_without_batch_scaling():
     import json
 
     fields = dataclasses.asdict(spec)
-    for name in ("seeds", "splits", "algorithms", "batch_scaling"):
+    for name in ("seeds", "splits", "algorithms", "batch_scaling", "allocation"):  # both empty: as before either
         fields.pop(name)
     assert spec.key == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     assert dataclasses.replace(spec, batch_scaling="abc").key != spec.key
+    assert dataclasses.replace(spec, allocation="{}").key != spec.key

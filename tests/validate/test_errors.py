@@ -57,6 +57,8 @@ def _minimal_plan(tmp_path):
     (["--which", "fastest"], "'fastest' is not best, worst, all"),
     (["--time-limit", "0"], "--time-limit 0"),
     (["--repeats", "0"], "--repeats 0 must be a whole number from 1 to 100"),
+    (["--checkpoint-every", "0"], "--checkpoint-every 0"),
+    (["--max-restarts", "-2"], "--max-restarts -2"),
     (["--resume"], "holds no validation to resume"),
     ([], "curves"),  # the plan's curves are gone
 ])

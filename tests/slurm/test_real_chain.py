@@ -1,0 +1,120 @@
+"""A plan's chain of allocations on the real local SLURM: a one-minute time limit, the jobs
+chained by ``submit_chain.sh`` (--dependency=afterany), the search carried through several
+allocations with nothing finished run again, and the plan's predicted allocations and time
+to result set against the measured ones (printed, and written to ``chain_report.json``).
+
+SLURM delivers ``--signal`` up to 60 s before the time it was asked for (its documentation:
+the resolution of its event handling), which at a one-minute limit could be the job's first
+second. So here the runner's own ``--time-limit LIMIT-LEAD`` (that ``nasalloc sbatch`` passes
+for a plan with a time limit) begins the pause, and the ``#SBATCH --signal`` line is dropped;
+on a 24 h partition the two agree to within that minute.
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nasalloc.io import read_jsonl
+
+from .conftest import small_plans  # noqa: F401  (the shipped curves' copy)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+NASALLOC = [sys.executable, "-m", "nasalloc"]
+ENDS = ("complete", "stop", "fail")
+LIMIT = "60s"
+CHAIN_TIMEOUT_S = 600
+
+
+def _plan(tmp_path, curves):
+    out = tmp_path / "plan"
+    done = subprocess.run([*NASALLOC, "simulate", "--budget", "2", "--gpus-per-node", "2", "--algorithms", "asha",
+                           "--gpus-per-trial", "1", "--max-epochs", "9", "--trials", "60", "--seeds", "1",
+                           "--jobs", "1", "--curves", str(curves), "--profile", str(PROFILE),
+                           "--time-limit", LIMIT, "--signal-lead", "20s", "--grace", "15s", "--out", str(out), "-q"],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    return out / "plan.json"
+
+
+from pathlib import Path  # noqa: E402
+
+PROFILE = Path(__file__).resolve().parents[2] / "results" / "reference" / "digits_cpu_profile.json"
+
+
+def _jobs_of(slurm, name):
+    done = slurm.run(["squeue", "--noheader", f"--name={name}", "--format=%i"])
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+def test_a_plan_runs_through_a_chain_of_allocations(slurm, tmp_path):
+    import nasalloc.data
+
+    curves = Path(nasalloc.data.__file__).parent / "digits_curves.csv.gz"
+    plan_path = _plan(tmp_path, curves)
+    plan = json.loads(plan_path.read_text())
+    best = plan["algorithms"]["asha"]["best"]
+    out = tmp_path / "validate"
+    name = f"nasalloc-chain-{int(time.time())}"
+    done = subprocess.run([*NASALLOC, "sbatch", "--plan", str(plan_path), "--out", str(out), "--which", "best",
+                           "--device", "cpu", "--job-name", name, "--chain", "6"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    script = out / "validate.sbatch"
+    text = script.read_text()
+    assert "#SBATCH --time=00:01:00" in text and " --time-limit 40 " in text and " --grace 15 " in text
+    script.write_text("\n".join(line for line in text.splitlines() if not line.startswith("#SBATCH --signal"))
+                      + "\n")
+    began = time.monotonic()
+    submitted = subprocess.run(["bash", str(out / "submit_chain.sh")], capture_output=True, text=True,
+                               timeout=60, cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    job_ids = [line.split()[2] for line in submitted.stdout.splitlines() if line.startswith("submitted job")]
+    assert len(job_ids) == 6
+    state_path = out / "asha_g1" / "state.json"
+    finished_at = None
+    try:
+        deadline = began + CHAIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if finished_at is None and state_path.exists():
+                try:
+                    if json.loads(state_path.read_text()).get("finished"):
+                        finished_at = time.monotonic()
+                except ValueError:
+                    pass  # written atomically; a read can still race a rename on some file systems
+            if not _jobs_of(slurm, name):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"the chain did not end within {CHAIN_TIMEOUT_S} s")
+    finally:
+        for job in _jobs_of(slurm, name):
+            slurm.cancel(job)
+    logs = {job: (out / f"slurm-{job}.out").read_text(errors="replace") if (out / f"slurm-{job}.out").exists()
+            else "" for job in job_ids}
+    worked = [job for job, log in logs.items() if log and "nothing to do" not in log]
+    state = json.loads(state_path.read_text())
+    assert state["finished"] is True, "\n".join(log[-1500:] for log in logs.values())
+    events = list(read_jsonl(out / "asha_g1" / "events.jsonl"))
+    # nothing finished is run again, nothing the scheduler heard is reported again
+    ended_at = {}
+    for i, e in enumerate(events):
+        if e["kind"] in ENDS:
+            ended_at[e["trial_id"]] = i
+        elif e["kind"] in ("start", "resume") and e["trial_id"] in ended_at:
+            raise AssertionError(f"trial {e['trial_id']} ran again after it ended: {e}")
+    heard = [(e["trial_id"], e["epoch"]) for e in events if e["kind"] == "epoch" and not e.get("extra", {}).get("replay")]
+    assert len(heard) == len(set(heard))
+    interrupted = [e for e in events if e["kind"] == "pause" and e.get("extra", {}).get("interrupted")]
+    assert len(worked) >= 2 and interrupted, f"one allocation sufficed: {len(worked)} job(s) worked"
+    report = {
+        "predicted": {"allocations": best["allocations"], "time_to_result_s": best["time_to_result_s"],
+                      "compute_s": best["compute_s"], "queue_wait_s": 0.0},
+        "measured": {"allocations": len(worked), "time_to_result_s": finished_at - began if finished_at else None,
+                     "jobs_submitted": len(job_ids), "interrupted_pauses": len(interrupted),
+                     "epochs": len(heard)},
+    }
+    (tmp_path / "chain_report.json").write_text(json.dumps(report, indent=2))
+    print("chain report:", json.dumps(report))

@@ -1,0 +1,49 @@
+"""--checkpoint-every and --max-restarts on CPU: a trial's step killed mid-epoch restarts from
+its last periodic checkpoint, the scheduler hears nothing of it (no epoch reported twice, no
+failure), and the search finishes. The rule is the simulator's (allocation.after_lost_segment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from .conftest import start_nasalloc
+from .test_faults import _events, _wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_step_killed_mid_epoch_resumes_from_its_last_checkpoint(closed_loop_plan, tmp_path):
+    out = tmp_path / "validate"
+    proc = start_nasalloc("validate", "--plan", closed_loop_plan, "--out", out, "--device", "cpu",
+                          "--algorithms", "asha", "--which", "2", "--checkpoint-every", "1", "--max-restarts", "1")
+    try:
+        log = out / "asha_g2" / "events.jsonl"
+        started = _wait_for(lambda e: e["kind"] == "start" and e["trial_id"] == 0, log, proc)
+        # after its second epoch the trial has saved (at least) epoch 1; kill it while it trains on
+        _wait_for(lambda e: e["kind"] == "epoch" and e["trial_id"] == 0 and e["epoch"] >= 2, log, proc)
+        os.kill(started["extra"]["pids"][0], signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr[-2000:]
+    events = _events(log)
+    assert not [e for e in events if e["kind"] == "fail"], "the lost step failed its trial"
+    lost = [e for e in events if e["kind"] == "pause" and e.get("extra", {}).get("lost")]
+    assert [e["trial_id"] for e in lost] == [0] and "signal 9" in lost[0]["error"]
+    restart = next(e for e in events if e["kind"] == "resume" and e["trial_id"] == 0
+                   and e.get("extra", {}).get("restart"))
+    assert restart["epoch"] == restart["extra"]["checkpoint_epoch"] >= 1  # from the checkpoint, not epoch 0
+    heard = [(e["trial_id"], e["epoch"]) for e in events if e["kind"] == "epoch" and not e.get("extra", {}).get("replay")]
+    assert len(heard) == len(set(heard))
+    trial0 = [e for e in events if e["trial_id"] == 0]
+    assert trial0[-1]["kind"] in ("stop", "complete")
+    first_after = next(e for e in trial0 if e["kind"] == "epoch" and e["time_s"] > restart["time_s"])
+    assert first_after["epoch"] == restart["epoch"] + 1  # trained on from the checkpoint
+    assert json.loads((out / "asha_g2" / "state.json").read_text())["finished"] is True
+
