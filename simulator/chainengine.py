@@ -57,6 +57,7 @@ class ChainSimulation(_Simulation):
         self.pending: dict = {}   # trial id -> training seconds since its last checkpoint
         self.lost_segments: dict = {}  # trial id -> segments lost to failures
         self.heard: dict = {}     # trial id -> epochs the scheduler heard
+        self.trial_gpu: dict = {}  # trial id -> the GPU (first of its placement) of its segment now
 
     # -- allocations ---------------------------------------------------------------------------
     @property
@@ -133,6 +134,9 @@ class ChainSimulation(_Simulation):
 
     def segment(self, action, placement):
         env, scheduler, table = self.env, self.scheduler, self.table
+        gpu = placement[0]
+        if self.shared is not None:
+            self.shared.enter(gpu)  # a shared GPU's costs follow its busy sharers (simulator/sharing.py)
         if isinstance(action, Start):
             row = int(action.config["_row"])
             trial = _Trial(action.trial_id, row, float(table.rel_cost[row]), self.noise_row(), self.curves_of(row))
@@ -145,7 +149,7 @@ class ChainSimulation(_Simulation):
                 config = {k: v for k, v in action.config.items() if k != "_row"}
                 self.emit(time_s=env.now, kind="start", trial_id=trial.trial_id, epoch=0, placement=placement,
                           config=config, extra={"row": row})
-            setup, category = self.startup_s * self.startup_factor(), "busy"
+            setup, category = self.overhead_on("startup_s", gpu) * self.startup_factor(), "busy"
         elif isinstance(action, Resume):
             trial = self.trials[action.trial_id]
             self.active += 1
@@ -153,19 +157,22 @@ class ChainSimulation(_Simulation):
                 self.yields += 1
                 yield trial.saved
             self.emit(time_s=env.now, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
-            setup, category = self.resume_s * self.startup_factor() + self.load_s, "busy"
+            setup, category = self.restart_setup(trial, gpu, resumed=True), "busy"
         else:
             raise RuntimeError(f"{type(scheduler).__name__}.suggest() returned {action!r}")
+        self.trial_gpu[trial.trial_id] = gpu
         ended = yield from self.train(trial, placement, setup, category)
+        if self.shared is not None:
+            self.shared.leave(gpu)
         self.active -= 1
         self.makespan = max(self.makespan, env.now)
         self.notify()
         return ended
 
-    def restart_setup(self, trial) -> float:
-        if self.checkpoints[trial.trial_id] > 0:
-            return self.resume_s * self.startup_factor() + self.load_s
-        return self.startup_s * self.startup_factor()
+    def restart_setup(self, trial, gpu: int, resumed: bool = False) -> float:
+        if resumed or self.checkpoints[trial.trial_id] > 0:
+            return self.overhead_on("resume_s", gpu) * self.startup_factor() + self.overhead_on("checkpoint_load_s", gpu)
+        return self.overhead_on("startup_s", gpu) * self.startup_factor()
 
     def train(self, trial, placement, setup: float, category: str):
         """Hold the slot's GPUs for the trial until the scheduler ends its segment (or it fails)."""
@@ -181,7 +188,7 @@ class ChainSimulation(_Simulation):
                 self.release(since)
                 if killed == "fail":
                     return "fail"
-                setup, category = self.restart_setup(trial), killed
+                setup, category = self.restart_setup(trial, placement[0]), killed
                 yield from self.wait_for_allocation()
                 continue
             self.charge(category, setup)
@@ -190,6 +197,9 @@ class ChainSimulation(_Simulation):
             outcome = None
             while outcome is None:
                 k = trial.epoch + 1
+                if self.shared is not None:  # this epoch at the sharers busy as it begins
+                    epoch_s = trial.rel_cost * self.shared.epoch_seconds(placement[0])
+                    roundtrip_s = self.shared.overhead("roundtrip_s", placement[0])
                 end = env.now + epoch_s * trial.noise[k - 1] + roundtrip_s
                 if end > cut:
                     self.pending[tid] += env.now - trained_from
@@ -242,7 +252,7 @@ class ChainSimulation(_Simulation):
                 return "ended"
             if outcome == "fail":
                 return "fail"
-            setup, category = self.restart_setup(trial), outcome
+            setup, category = self.restart_setup(trial, placement[0]), outcome
             yield from self.wait_for_allocation()
 
     def wait_for_allocation(self):
@@ -259,8 +269,9 @@ class ChainSimulation(_Simulation):
         self.commit(trial, "busy")
         trial.saved = self.env.event()
         self.yields += 1
-        yield self.env.at(self.env.now + self.save_s, trial.priority)
-        self.charge(category, self.save_s)
+        save_s = self.overhead_on("checkpoint_save_s", self.trial_gpu[trial.trial_id])
+        yield self.env.at(self.env.now + save_s, trial.priority)
+        self.charge(category, save_s)
         trial.saved.succeed()
         trial.saved = None
         self.checkpoints[trial.trial_id] = trial.epoch

@@ -17,8 +17,8 @@ to run whenever it is free:
   co-located one. Such splits run epoch by epoch (an epoch's time depends on its neighbours).
 * ``WAIT``: the slot sleeps until the next result or segment end wakes a waiting slot.
 * ``DONE``: the slot retires. Trials still paused then were stopped by the scheduler without a
-  record of their own, as in the validation runner's records (ask ``trial_status``). The
-  simulator has no failures.
+  record of their own, as in the validation runner's records (ask ``trial_status``). Time
+  limits, queue waits and node failures are :mod:`.chainengine`'s (``simulate(allocation=...)``).
 
 **Milestone to milestone.** A trial trains one *stretch* per SimPy timeout: from its current
 epoch up to the next epoch whose result the scheduler may answer with something other than a
@@ -111,6 +111,8 @@ class _Simulation:
         self.save_s = time_model.overhead("checkpoint_save_s", g)
         self.load_s = time_model.overhead("checkpoint_load_s", g)
         self.roundtrip_s = time_model.overhead("roundtrip_s", g)  # per epoch: report, decision, reply
+        self.fixed = {"startup_s": self.startup_s, "resume_s": self.resume_s, "checkpoint_save_s": self.save_s,
+                      "checkpoint_load_s": self.load_s, "roundtrip_s": self.roundtrip_s}
         self.one_gpu_epoch_s = time_model.reference_epoch_seconds(1.0, 1)
         self.sigma = time_model.noise_sigma()
         self.rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
@@ -170,6 +172,13 @@ class _Simulation:
         if row not in self.curves:
             self.curves[row] = (self.table.val[row].tolist(), self.table.test[row].tolist())
         return self.curves[row]
+
+    def overhead_on(self, name: str, gpu: int) -> float:
+        """Seconds of overhead ``name`` (timemodel.OVERHEADS, resume_s, roundtrip_s) for a segment
+        on ``gpu``: the split's figure, or on a shared GPU the one for its sharers busy now."""
+        if self.shared is not None:
+            return self.shared.overhead(name, gpu)
+        return self.fixed[name]
 
     def startup_factor(self) -> float:
         if self.startup_sigma == 0.0:
@@ -313,8 +322,7 @@ class _Simulation:
                 config = {k: v for k, v in action.config.items() if k != ROW_KEY}
                 self.emit(time_s=began, kind="start", trial_id=trial.trial_id, epoch=0, placement=placement,
                           config=config, extra={"row": row})
-            startup_s = self.startup_s if shared is None else shared.overhead("startup_s", gpu)
-            training = began + startup_s * self.startup_factor()
+            training = began + self.overhead_on("startup_s", gpu) * self.startup_factor()
         elif isinstance(action, Resume):
             trial = self.trials[action.trial_id]
             self.active += 1
@@ -323,9 +331,8 @@ class _Simulation:
                 yield trial.saved
             began = env.now
             self.emit(time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
-            resume_s, load_s = ((self.resume_s, self.load_s) if shared is None else
-                                (shared.overhead("resume_s", gpu), shared.overhead("checkpoint_load_s", gpu)))
-            training = began + (resume_s * self.startup_factor() + load_s)
+            training = began + (self.overhead_on("resume_s", gpu) * self.startup_factor()
+                                + self.overhead_on("checkpoint_load_s", gpu))
         else:
             raise RuntimeError(f"{type(scheduler).__name__}.suggest() returned {action!r}")
         if self.next_decision is None:  # epoch by epoch: the start-up (or load) is an event of its own
@@ -342,8 +349,7 @@ class _Simulation:
                 last = max(first, min(self.next_decision(trial.trial_id, trial.epoch), self.max_epochs + 1))
             t = trial.last_end = training
             if shared is not None:  # epoch by epoch (last == first): this epoch at the sharers busy now
-                epoch_s = trial.rel_cost * shared.epoch_s[shared.sharers(gpu)]
-                roundtrip_s = shared.overhead("roundtrip_s", gpu)
+                epoch_s, roundtrip_s = trial.rel_cost * shared.epoch_seconds(gpu), shared.overhead("roundtrip_s", gpu)
             if last > first:
                 planned = trial.planned
                 for k in range(first, last):
@@ -366,8 +372,7 @@ class _Simulation:
             if decision is Decision.PAUSE or decision == "pause":
                 trial.saved = env.event()
                 self.yields += 1
-                yield env.at(env.now + (self.save_s if shared is None else shared.overhead("checkpoint_save_s", gpu)),
-                             own)
+                yield env.at(env.now + self.overhead_on("checkpoint_save_s", gpu), own)
                 trial.saved.succeed()
                 trial.saved = None
                 kind = "pause"

@@ -61,5 +61,9 @@ class SharedGPUs:
     def sharers(self, gpu: int) -> int:
         return self.busy[gpu]
 
+    def epoch_seconds(self, gpu: int) -> float:
+        """The reference config's epoch on ``gpu`` with its sharers busy now."""
+        return self.epoch_s[self.busy[gpu]]
+
     def overhead(self, name: str, gpu: int) -> float:
         return self.overheads[name][self.busy[gpu]]

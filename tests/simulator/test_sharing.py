@@ -103,3 +103,13 @@ def test_sharers_never_exceed_the_slots_and_the_records_are_deterministic(algori
     # and every epoch is charged at 1..k sharers: between alone and the full co-located time
     lo, hi = min(table.rel_cost) * ALONE_S, max(table.rel_cost) * ALONE_S * SLOWDOWN * (k / 2)
     assert all(lo - 1e-9 <= s <= hi + 1e-9 for v in _epoch_seconds(runs[0]).values() for s in v)
+
+
+def test_an_allocation_chain_charges_a_shared_gpu_by_its_busy_sharers_too():
+    from nasalloc.simulator.allocation import AllocationModel
+
+    table = make_table(rows=4, epochs=9, costs=False)
+    chain = simulate(_Fixed([2, 6]), split(1, 0.5, gpus_per_node=1), _model(), table,
+                     allocation=AllocationModel(time_limit_s=1e9))
+    seconds = _epoch_seconds(chain)
+    assert seconds[0] == [ALONE_S * SLOWDOWN] * 2 and seconds[1] == [ALONE_S * SLOWDOWN] * 2 + [ALONE_S] * 4
