@@ -4,7 +4,8 @@ On the embedded default scenario (published ResNet-50 A100 profile, shipped digi
 semantics, one full HyperBand iteration of brackets; ASHA as many trials), for HyperBand, ASHA
 and BOHB at each budget: the mean makespan over seeds of every static power-of-two split (the
 best is shown), of ``double:G0,eta`` from every start G0 (RASDA's rule with S = eta) and
-``double:G0,2``, and of ``fill`` (HyperBand/BOHB), and the gain best static / policy.
+``double:G0,2``, and of ``fill`` (HyperBand/BOHB), and the gains best static / policy and, for
+``double``, static:G0 / policy (RASDA's own comparison: ASHA kept on its starting allocation).
 
     python bench/bench_policies.py [--budgets 64,1024] [--seeds 3] [--jobs 2]
 """
@@ -65,9 +66,11 @@ def bench(budget: int, seeds: int, jobs: int) -> None:
         line = []
         for (a, kind, what), m in means.items():
             if a == algorithm and kind == "policy":
-                line.append(f"{what} {hours(m)} ({best / m:.2f}x)")
-        for k in range(0, len(line), 4):
-            print("    " + "; ".join(line[k:k + 4]))
+                start = float(what.split(":")[1].split(",")[0]) if what.startswith("double") else None
+                own = f", {statics[start] / m:.2f}x static:{start:g}" if start in statics else ""
+                line.append(f"{what} {hours(m)} ({best / m:.2f}x best{own})")
+        for k in range(0, len(line), 3):
+            print("    " + "; ".join(line[k:k + 3]))
 
 
 def _call(task):
