@@ -84,7 +84,11 @@ def validate(plan_path, algorithms, which, policy, executor_name, out, resume, t
         plan.scheduler_factory(name)  # and every scheduler must build
     from nasalloc.workloads.registry import load_workload
 
-    load_workload(plan.workload)  # the workload must load
+    workload = load_workload(plan.workload)  # the workload must load
+    if any(c.policy for c in chosen) and getattr(workload, "batch_policy", "global") != "global":
+        raise UserError(f"--policy with the workload's batch_policy {workload.batch_policy!r}: a resized trial's "
+                        f"global batch would grow without the learning-rate rule RASDA applies (not implemented); "
+                        f"use batch_policy global")
     plan.time_model()  # and the profile give a time model
 
     from nasalloc.workloads.distributed import resolve_device
@@ -190,7 +194,7 @@ def predict(plan, choice, gpus_per_node=None, noise_seed=None):
         from nasalloc.simulator.policies import parse_policy
 
         seed = plan.seed(choice.algorithm)
-        policy = parse_policy(choice.policy, plan.budget, gpus_per_node or plan.gpus_per_node, int(plan.data["scheduler"]["eta"]))
+        policy = parse_policy(choice.policy, plan.budget, gpus_per_node or plan.gpus_per_node, int((plan.data.get("scheduler") or {}).get("eta", 3)))
         return simulate_policy(plan.scheduler_factory(choice.algorithm)(), policy, plan.time_model(), plan.table(),
                                seed=seed if noise_seed is None else noise_seed, algorithm=choice.algorithm,
                                record_events=False)

@@ -217,9 +217,12 @@ class Plan:
         from nasalloc.simulator.policies import parse_policy
 
         try:
-            parsed = parse_policy(spec, self.budget, self.gpus_per_node, int(self.data["scheduler"]["eta"]))
+            parsed = parse_policy(spec, self.budget, self.gpus_per_node, int((self.data.get("scheduler") or {}).get("eta", 3)))
         except UserError as err:
             raise UserError(str(err).replace("--policies:", "--policy:", 1)) from None
+        if parsed.kind == "fill" and name == "asha":
+            raise UserError("--policy fill is for synchronous brackets (hyperband, bohb), not asha; "
+                            "give --algorithms hyperband,bohb")
         known = {p["policy"]: p for p in section.get("policies", [])}.get(parsed.name, {})
         return ChosenSplit(name, f"policy {parsed.name}", float(parsed.min_gpus), known.get("makespan_s"),
                            known.get("best_metric"), self.budget // parsed.min_gpus, policy=parsed.name)
