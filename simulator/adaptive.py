@@ -32,7 +32,7 @@ from .cluster import make_split
 from .engine import ROW_KEY, _Simulation, _Trial
 from .gpupool import GpuPool
 from .policies import ask_for, rung_ladder
-from .schedulers.base import DONE, WAIT, Decision, Resume, Start
+from .schedulers.base import Decision, Resume, Start
 from .simresult import SimulationResult
 
 __all__ = ["simulate_policy"]

@@ -137,6 +137,3 @@ class AdaptiveRunner(Runner):
         self._free(seg.slot, f"trial {book.trial_id} resizes to {new} rank(s) at epoch {seg.last_epoch}")
         self.queue.append((book, "resume", new, {"resize": True}))
         self._save()
-
-    def _fail(self, book: TrialBook, slot: Slot, error: str, epoch: int = 0) -> None:
-        super()._fail(book, slot, error, epoch)
