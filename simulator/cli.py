@@ -80,13 +80,17 @@ from .labels import duration, split_tick
                    "[default: checkpoints only at pauses].")
 @click.option("--max-restarts", "max_restarts", type=int, default=3, show_default=True,
               help="Segments a trial may lose to node failures and restart from its checkpoint before it fails.")
+@click.option("--policies", default=None,
+              help="Adaptive allocation beside the static splits, e.g. static,double,fill or double:1,2 "
+                   "(static:G; double:G0[,S] RASDA's doubling, S defaults to --eta; fill: a rung's trials all run "
+                   "at once) -> policies.csv, plan.json's policies section, occupancy_policies.png.")
 @out_option("results/simulate")
 @click.option("--jobs", type=int, default=None, help="Parallel processes [default: CPU count].")
 @quiet_option
 def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus_per_node, max_epochs, min_epochs,
              eta, trials, brackets, semantics, ray_pending, seeds, seed, objective, deadline, batch_policy,
              tolerance, time_limit, signal_lead, grace, requeue_wait, node_mtbf, checkpoint_every, max_restarts,
-             out, jobs, quiet):
+             policies, out, jobs, quiet):
     """Simulate every split of --budget GPUs and predict the fastest (plan.json, plots, records)."""
     from .setup import prepare
 
@@ -99,6 +103,17 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
                          signal_lead=signal_lead, grace=grace, requeue_wait=requeue_wait, node_mtbf=node_mtbf,
                          checkpoint_every=checkpoint_every, max_restarts=max_restarts)
     say = (lambda *a, **k: None) if quiet else (lambda text: click.echo(text, err=True))
+    adaptive = []
+    if policies is not None:
+        from .policies import expand_policies
+        from .policysweep import check_policies
+
+        spec = plan_input.spec
+        if spec.allocation:
+            raise UserError("--policies with --time-limit, --requeue-wait, --node-mtbf or --checkpoint-every: "
+                            "adaptive policies are not simulated as allocation chains yet; give one or the other")
+        statics, adaptive = expand_policies(policies, spec.budget, spec.gpus_per_node, spec.eta, spec.splits)
+        plan_input.notes.extend(check_policies(spec, statics, adaptive, plan_input.scaling))
     for note in plan_input.notes:
         say(f"note: {note}")
     from nasalloc.io import folder_lock
@@ -125,6 +140,8 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
                                                              plan_input.tolerance))
         if plan_input.scaling is not None and plan_input.scaling.active:
             plot_batch_scaling(out, plan, plan_input.table.metric_name)
+        if adaptive:
+            plan = _run_policies(plan_input, plan, sweep, adaptive, out, say, quiet)
     finally:
         lock.release()
     click.echo(summary_table(plan))
@@ -132,6 +149,10 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
         from .chainreport import chain_lines
 
         click.echo(chain_lines(plan))
+    if adaptive:
+        from .policysweep import policy_table
+
+        click.echo(policy_table(plan))
     if plan_input.scaling is not None and plan_input.scaling.active:
         click.echo(batch_table(plan))
     for warning in plan["warnings"]:
@@ -140,7 +161,27 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
     elapsed = time.perf_counter() - began
     click.echo(f"simulated {sweep.simulated} run(s) ({sweep.epochs:,} trial-epochs; "
                f"{len(spec.runs()) - sweep.simulated} already in {out}) in {elapsed:.1f} s; wrote {out}/plan.json, "
-               f"simulations.csv, events_*.jsonl, makespan.png, best_so_far.png, occupancy.png")
+               f"simulations.csv, events_*.jsonl, makespan.png, best_so_far.png, occupancy.png"
+               + (", policies.csv, occupancy_policies.png" if adaptive else ""))
+
+
+def _run_policies(plan_input, plan, sweep, adaptive, out, say, quiet):
+    from .policysweep import add_to_plan, compare, plot_occupancy, run_policies
+
+    spec = plan_input.spec
+    say(f"simulating adaptive policies: {', '.join(p.name for p in adaptive)} x {len(spec.seeds)} seeds")
+
+    def progress(done, total, row):
+        if not quiet:
+            click.echo(f"simulate: policy {done}/{total} {row['algorithm']} {row['policy']} seed {row['seed']}: "
+                       f"makespan {duration(float(row['makespan_s']))}", err=True)
+
+    rows, events = run_policies(spec, plan_input.time_model, plan_input.table, adaptive, out,
+                                jobs=plan_input.jobs, progress=progress)
+    plan = add_to_plan(out, plan, compare(plan, sweep.rows, rows),
+                       [n for n in plan_input.notes if "policy" in n])
+    plot_occupancy(out, plan, sweep.events, events)
+    return plan
 
 
 def _one_line_errors(function):

@@ -36,6 +36,9 @@ PREDICTED_DRAWS = 40
 @click.option("--algorithms", default=None, help="Comma-separated subset of the plan's algorithms [default: all].")
 @click.option("--which", default="best,worst", show_default=True,
               help="Splits to run: best,worst | all | a list of GPUs per trial (e.g. 0.5,2).")
+@click.option("--policy", "policy", default=None,
+              help="Also run this adaptive allocation policy (e.g. double:1,2; see simulate --policies): "
+                   "trials change their number of ranks between rungs. --which best-adaptive runs the plan's best.")
 @click.option("--executor", "executor_name", default="local", show_default=True,
               help="How trials run: local (processes here) | slurm (steps of the current allocation) | "
                    "ray (Ray Tune's own schedulers run the search; needs the ray extra).")
@@ -62,7 +65,7 @@ PREDICTED_DRAWS = 40
               help="Runs of every chosen split, all with the plan's seed (the same search); N >= 2 reports "
                    "measured and predicted 95% intervals.")
 @quiet_option
-def validate(plan_path, algorithms, which, executor_name, out, resume, time_limit, device, grace, trial_seeds,
+def validate(plan_path, algorithms, which, policy, executor_name, out, resume, time_limit, device, grace, trial_seeds,
              checkpoint_every, max_restarts, repeats, quiet):
     """Run the plan's best and worst splits for real with the same schedulers; report predicted vs measured."""
     from nasalloc.extras import require_torch
@@ -82,7 +85,12 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
     if not 1 <= repeats <= MAX_REPEATS:
         raise UserError(f"--repeats {repeats!r} must be a whole number from 1 to {MAX_REPEATS}")
     plan = Plan(plan_path)
-    chosen = plan.choose(algorithms, which)
+    chosen = plan.choose(algorithms, which, policy)
+    if any(c.policy for c in chosen) and executor_name == "ray":
+        raise UserError("--executor ray runs Ray Tune's own search: adaptive policies run with the local or "
+                        "slurm executor")
+    if any(c.policy for c in chosen) and repeats > 1:
+        raise UserError(f"--repeats {repeats} with an adaptive policy is not supported yet; give --repeats 1")
     out = Path(out)
     check_writable(out, "--out")
     lock = folder_lock(out)
@@ -93,7 +101,11 @@ def validate(plan_path, algorithms, which, executor_name, out, resume, time_limi
         plan.scheduler_factory(name)  # and every scheduler must build
     from nasalloc.workloads.registry import load_workload
 
-    load_workload(plan.workload)  # the workload must load
+    workload = load_workload(plan.workload)  # the workload must load
+    if any(c.policy for c in chosen) and getattr(workload, "batch_policy", "global") != "global":
+        raise UserError(f"--policy with the workload's batch_policy {workload.batch_policy!r}: a resized trial's "
+                        f"global batch would grow without the learning-rate rule RASDA applies (not implemented); "
+                        f"use batch_policy global")
     plan.time_model()  # and the profile give a time model
 
     from nasalloc.workloads.distributed import resolve_device
@@ -141,7 +153,7 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
     previous = _install_signals(stopper)
     say = (lambda text: None) if quiet else click.echo
     say(f"validating {len(chosen)} split(s) of {plan.path} on {device} ({executor_name} executor): "
-        + ", ".join(f"{c.algorithm} {c.which} g={c.gpus_per_trial:g}" for c in chosen)
+        + ", ".join(f"{c.algorithm} {c.which}" + ("" if c.policy else f" g={c.gpus_per_trial:g}") for c in chosen)
         + (f", {repeats} runs each" if repeats > 1 else ""))
     if placement_note:
         click.echo(f"note: {placement_note}", err=True)
@@ -153,7 +165,8 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
                                  workload=plan.workload, make_scheduler=plan.scheduler_factory(choice.algorithm),
                                  max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=gpus_per_node,
                                  predicted_makespan_s=predicted.makespan_s, metric_name=plan.metric_name,
-                                 mode=plan.mode, repeat=repeat, row_seeds=row_seeds, **(restarts or {}))
+                                 mode=plan.mode, repeat=repeat, row_seeds=row_seeds, policy=choice.policy,
+                                 **(restarts or {}))
                 runner = executor.make_runner(task, out / task.dirname, device=device, stopper=stopper,
                                               quiet=quiet, grace_s=grace)
                 outcome = runner.run(resume=resume)
@@ -196,6 +209,15 @@ def predict(plan, choice, gpus_per_node=None, noise_seed=None):
     from nasalloc.simulator.cluster import make_split
     from nasalloc.simulator.engine import simulate
 
+    if getattr(choice, "policy", None):
+        from nasalloc.simulator.adaptive import simulate_policy
+        from nasalloc.simulator.policies import parse_policy
+
+        seed = plan.seed(choice.algorithm)
+        policy = parse_policy(choice.policy, plan.budget, gpus_per_node or plan.gpus_per_node, int((plan.data.get("scheduler") or {}).get("eta", 3)))
+        return simulate_policy(plan.scheduler_factory(choice.algorithm)(), policy, plan.time_model(), plan.table(),
+                               seed=seed if noise_seed is None else noise_seed, algorithm=choice.algorithm,
+                               record_events=False)
     split = make_split(plan.budget, gpus_per_node or plan.gpus_per_node, choice.gpus_per_trial)
     seed = plan.seed(choice.algorithm)
     return simulate(plan.scheduler_factory(choice.algorithm)(), split, plan.time_model(), plan.table(),
@@ -220,7 +242,12 @@ def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, dr
         run_dir = out / task.dirname
         measured = measure(run_dir, plan.mode)
         resim = None
-        if outcome.finished and measured.trials:
+        if choice.policy:
+            notes.append(f"{task.label}: trials changed their number of ranks between rungs (the same policy "
+                         f"object the simulator asked); the re-simulation of an adaptive run is not implemented, so "
+                         f"only predicted against measured is shown; the global batch policy keeps each step's "
+                         f"global batch, so resized trials follow the same learning curve")
+        elif outcome.finished and measured.trials:
             resim = resimulate(task.make_scheduler, split, plan.table(), measured, run_dir, seed=task.seed,
                                algorithm=task.algorithm)
         row = comparison_row(algorithm=choice.algorithm, which=choice.which, gpus_per_trial=choice.gpus_per_trial,
@@ -229,6 +256,8 @@ def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, dr
                              predicted_best_metric=predicted.best_metric, measured=measured, resim=resim,
                              run_dir=run_dir)
         row["predicted_mean_makespan_s"] = choice.predicted_mean_s
+        if choice.policy:
+            row["policy"] = choice.policy
         if resim is not None:
             agreement = decision_agreement(run_dir, resim)
             if agreement is not None:

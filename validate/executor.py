@@ -67,6 +67,10 @@ class Executor(ABC):
     def make_runner(self, task, out_dir: Path, **options):
         """What drives one split: nasalloc's runner over this executor's jobs (the Ray executor
         hands the whole search to Ray Tune instead)."""
+        if getattr(task, "policy", None):
+            from .adaptiverunner import AdaptiveRunner
+
+            return AdaptiveRunner(task, self, out_dir, **options)
         from .runner import Runner
 
         return Runner(task, self, out_dir, **options)

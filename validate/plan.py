@@ -53,6 +53,7 @@ class ChosenSplit:
     predicted_mean_s: Optional[float]   # the plan's mean makespan over its seeds
     predicted_best_metric: Optional[float]
     parallel_trials: int
+    policy: Optional[str] = None        # an adaptive allocation policy (gpus_per_trial: its smallest count)
 
 
 def curves_of(plan_path: Path, shown: str) -> Optional[Path]:
@@ -185,20 +186,46 @@ class Plan:
         return shlex.join(words)
 
     # -- what to validate ----------------------------------------------------------------
-    def choose(self, algorithms: Optional[str], which: str) -> list[ChosenSplit]:
+    def choose(self, algorithms: Optional[str], which: str, policy: Optional[str] = None) -> list[ChosenSplit]:
+        """The splits of ``--which`` (``best-static`` is ``best``; ``best-adaptive`` the plan's best
+        adaptive policy, from ``simulate --policies``) and the adaptive ``policy``, per algorithm."""
         names = list(self.algorithms) if not algorithms else [a.strip() for a in algorithms.split(",") if a.strip()]
         for name in names:
             if name not in self.algorithms:
                 raise UserError(f"--algorithms: {name!r} is not in the plan (it has {', '.join(self.algorithms)})")
+        items = [w.strip() for w in str(which).split(",") if w.strip()]
+        static = ",".join("best" if w == "best-static" else w for w in items if w != "best-adaptive")
+        section = (self.data.get("policies") or {}).get("algorithms") or {}
+        if "best-adaptive" in items and not section:
+            raise UserError(f"--which best-adaptive: plan {self.path} has no adaptive policies; "
+                            f"simulate it with --policies")
         chosen = []
         for name in names:
             entry = self.algorithms[name]
             splits = {float(s["gpus_per_trial"]): s for s in entry["splits"]}
-            for label, g in _parse_which(which, entry, splits):
+            for label, g in (_parse_which(static, entry, splits) if static or not items else []):
                 summary = splits.get(g) or entry.get(label, {})
                 chosen.append(ChosenSplit(name, label, g, summary.get("makespan_s"), summary.get("best_metric"),
                                           int(summary.get("parallel_trials") or 0)))
+            specs = ([section[name]["best_adaptive"]["policy"]] if "best-adaptive" in items and name in section
+                     else []) + ([policy] if policy else [])
+            for spec in dict.fromkeys(specs):
+                chosen.append(self._policy_choice(name, spec, section.get(name, {})))
         return chosen
+
+    def _policy_choice(self, name: str, spec: str, section: dict) -> ChosenSplit:
+        from nasalloc.simulator.policies import parse_policy
+
+        try:
+            parsed = parse_policy(spec, self.budget, self.gpus_per_node, int((self.data.get("scheduler") or {}).get("eta", 3)))
+        except UserError as err:
+            raise UserError(str(err).replace("--policies:", "--policy:", 1)) from None
+        if parsed.kind == "fill" and name == "asha":
+            raise UserError("--policy fill is for synchronous brackets (hyperband, bohb), not asha; "
+                            "give --algorithms hyperband,bohb")
+        known = {p["policy"]: p for p in section.get("policies", [])}.get(parsed.name, {})
+        return ChosenSplit(name, f"policy {parsed.name}", float(parsed.min_gpus), known.get("makespan_s"),
+                           known.get("best_metric"), self.budget // parsed.min_gpus, policy=parsed.name)
 
 
 def _parse_which(which: str, entry: dict, splits: dict) -> list[tuple]:

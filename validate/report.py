@@ -155,7 +155,7 @@ def format_table(report: dict) -> str:
     lines = [header, "-" * len(header)]
     for r in report["splits"]:
         metric = f"{num(r['predicted_best_metric'], '{:.3f}')}/{num(r['measured_best_metric'], '{:.3f}')}"
-        split = r["which"] if r["which"].startswith("g=") else f"{r['which']} g={r['gpus_per_trial']:g}"
+        split = r["which"] if r["which"].startswith(("g=", "policy ")) else f"{r['which']} g={r['gpus_per_trial']:g}"
         lines.append(f"{r['algorithm']:<10} {split:<11} "
                      f"{num(r['predicted_makespan_s']):>9} {num(r['resimulated_makespan_s']):>8} "
                      f"{num(r['measured_makespan_s']):>9} {pct(r['makespan_rel_error']):>6} "

@@ -27,16 +27,20 @@ class SplitTask:
     row_seeds: Optional[list] = None        # per curve row: the seed it was recorded with (None: unknown)
     checkpoint_every: Optional[int] = None  # also checkpoint after every K-th epoch (--checkpoint-every)
     max_restarts: int = 0                   # lost segments a trial restarts from its checkpoint (allocation.py)
+    policy: Optional[str] = None            # an adaptive allocation policy (simulator/policies.py)
 
     @property
     def label(self) -> str:
-        return f"{self.algorithm} g={self.gpus_per_trial:g}" + (f" run {self.repeat}" if self.repeat > 1 else "")
+        what = f"policy {self.policy}" if self.policy else f"g={self.gpus_per_trial:g}"
+        return f"{self.algorithm} {what}" + (f" run {self.repeat}" if self.repeat > 1 else "")
 
     @property
     def dirname(self) -> str:
         """The run's own folder: ``<algorithm>_g<g>`` for the first run (as without repeats),
         ``<algorithm>_g<g>_r<k>`` for run k >= 2."""
         base = f"{self.algorithm}_g{self.gpus_per_trial:g}".replace("/", "-")
+        if self.policy:
+            base = f"{self.algorithm}_{self.policy.replace(':', '-').replace(',', '-')}"
         return base if self.repeat == 1 else f"{base}_r{self.repeat}"
 
 

@@ -1,0 +1,273 @@
+"""The SimPy engine under an adaptive allocation policy (:mod:`.policies`).
+
+Same engine as :mod:`.engine` (same scheduler calls, priorities, noise streams, milestone-to-
+milestone stretches with the epoch-by-epoch reference path), with two differences:
+
+* no fixed slots: ``budget // policy.min_gpus`` workers ask the scheduler for work, and each
+  segment takes the GPUs the policy gives it from a :class:`.gpupool.GpuPool` (first come,
+  first served; a request that does not fit waits, the ones behind it too) and frees them at
+  its end;
+* a resize: when a trial continues past a rung and the policy gives its next segment another
+  GPU count, it saves a checkpoint at the old size (``checkpoint_save_s`` of g_old), frees its
+  GPUs, waits for the new group, then pays the resumed start-up (``resume_s``, else
+  ``startup_s``, of g_new, with its start-up noise) and the load (``checkpoint_load_s`` of
+  g_new). Its records: a ``pause`` and a ``resume`` with ``extra.resize`` (the scheduler saw
+  neither: to it the trial ran on). Every epoch record carries the GPUs of its segment.
+
+A stretch never runs past the trial's next rung (``Ask.next_rung``): the level can change only
+there, so both paths ask the policy after the very same results.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+
+import numpy as np
+
+from nasalloc.records import Event
+
+from .cluster import make_split
+from .engine import ROW_KEY, _Simulation, _Trial
+from .gpupool import GpuPool
+from .policies import ask_for, rung_ladder
+from .schedulers.base import Decision, Resume, Start
+from .simresult import SimulationResult
+
+__all__ = ["simulate_policy"]
+
+
+class _AdaptiveSimulation(_Simulation):
+    def __init__(self, scheduler, policy, time_model, table, seed, record_events, deadline_s, epoch_by_epoch):
+        split = make_split(policy.budget, policy.gpus_per_node, policy.min_gpus)
+        super().__init__(scheduler, split, time_model, table, seed, record_events, deadline_s, epoch_by_epoch)
+        self.policy, self.time_model = policy, time_model
+        self.pool = GpuPool(policy.budget, policy.gpus_per_node)
+        self.gpu_queue: deque = deque()  # (gpus, event) of segments waiting for their group
+        self.ladder = rung_ladder(scheduler)
+        self.first: dict[int, int] = {}  # trial -> the milestone it started towards
+        self.gpus_of: dict[int, int] = {}  # trial -> GPUs of its current (or last) segment
+        self.cost_cache: dict[int, tuple] = {}
+        self.run_factor = 1.0
+        run_sigma = time_model.run_sigma()
+        if run_sigma > 0.0:  # the same draw as the engine's, kept as a factor for every size
+            run_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x2B4]))
+            self.run_factor = float(run_rng.lognormal(-0.5 * run_sigma ** 2, run_sigma))
+        self.workers = policy.budget // policy.min_gpus
+        self.busy_gpu_s = 0.0
+        self.resizes = 0
+
+    def costs(self, g: int) -> tuple:
+        """(epoch s of the reference config, startup, resume, save, load, round trip) at g GPUs."""
+        if g not in self.cost_cache:
+            tm, n = self.time_model, self.policy.gpus_per_node
+            nodes = 1 if g <= n else g // n
+            epoch_s = tm.reference_epoch_seconds(g, nodes)
+            if self.run_factor != 1.0:
+                epoch_s *= self.run_factor
+            self.cost_cache[g] = (epoch_s, tm.overhead("startup_s", g), tm.overhead("resume_s", g),
+                                  tm.overhead("checkpoint_save_s", g), tm.overhead("checkpoint_load_s", g),
+                                  tm.overhead("roundtrip_s", g))
+        return self.cost_cache[g]
+
+    def ask(self, trial):
+        return ask_for(self.scheduler, self.ladder, trial.trial_id, self.first[trial.trial_id], trial.epoch)
+
+    # -- GPUs -----------------------------------------------------------------------------------
+    def acquire(self, g: int):
+        got = None if self.gpu_queue else self.pool.take(g)
+        if got is None:
+            wake = self.env.event()
+            self.gpu_queue.append((g, wake))
+            self.yields += 1
+            got = yield wake
+        return got
+
+    def release(self, gpus) -> None:
+        self.pool.give(gpus)
+        while self.gpu_queue:
+            g, wake = self.gpu_queue[0]
+            got = self.pool.take(g)
+            if got is None:
+                break
+            self.gpu_queue.popleft()
+            wake.succeed(got)
+
+    def _result(self, trial: _Trial, end: float):
+        epoch = trial.epoch = trial.epoch + 1
+        if epoch > self.max_epochs:
+            raise RuntimeError(f"trial {trial.trial_id} continued past the curves' {self.max_epochs} epochs")
+        metric, test_metric = trial.val[epoch - 1], trial.test[epoch - 1]
+        self.epochs += 1
+        if self.deadline_s is not None and end <= self.deadline_s:
+            key = (self.sign * metric, -end, -trial.trial_id, -epoch, metric, test_metric)
+            if key[:4] > self.deadline_best[:4]:
+                self.deadline_best = key
+        if self.record:
+            self.events.append(Event(time_s=end, kind="epoch", trial_id=trial.trial_id, epoch=epoch,
+                                     gpus=self.gpus_of[trial.trial_id], metric=metric, began_s=trial.last_end,
+                                     test_metric=None if math.isnan(test_metric) else test_metric))
+        trial.last_end = end
+        return self.scheduler.on_result(trial.trial_id, epoch, metric), metric, test_metric
+
+    def put(self, gpus, **fields) -> None:
+        if self.record:
+            self.events.append(Event(gpus=gpus, **fields))
+
+    # -- a segment --------------------------------------------------------------------------------
+    def segment(self, action, _placement):
+        env, scheduler, table = self.env, self.scheduler, self.table
+        if isinstance(action, Start):
+            row = int(action.config[ROW_KEY])
+            trial = _Trial(action.trial_id, row, float(table.rel_cost[row]), self.noise_row(), self.curves_of(row))
+            self.trials[action.trial_id] = trial
+            self.first[trial.trial_id] = int(action.milestone)
+        elif isinstance(action, Resume):
+            trial = self.trials[action.trial_id]
+        else:
+            raise RuntimeError(f"{type(scheduler).__name__}.suggest() returned {action!r}")
+        self.active += 1
+        if isinstance(action, Resume) and trial.saved is not None:
+            self.yields += 1
+            yield trial.saved
+        asked = env.now
+        g = self.gpus_of[trial.trial_id] = self.policy.gpus(self.ask(trial))
+        placement = yield from self.acquire(g)
+        began = env.now
+        extra = {"queued_s": began - asked} if began > asked else {}
+        if isinstance(action, Start):
+            if self.record:
+                config = {k: v for k, v in action.config.items() if k != ROW_KEY}
+                self.put(g, time_s=began, kind="start", trial_id=trial.trial_id, epoch=0, placement=list(placement),
+                         config=config, extra={"row": row, **extra})
+            training = began + self.costs(g)[1] * self.startup_factor()
+        else:
+            self.put(g, time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch,
+                     placement=list(placement), extra=extra)
+            training = began + (self.costs(g)[2] * self.startup_factor() + self.costs(g)[4])
+        own = trial.priority
+        if self.next_decision is None:
+            self.yields += 1
+            yield env.at(training, own)
+        noise = trial.noise
+        while True:
+            base_s, _, _, save_s, _, roundtrip_s = self.costs(g)
+            epoch_s = trial.rel_cost * base_s
+            first = trial.epoch + 1
+            last = first
+            if self.next_decision is not None and self.quiet:
+                last = max(first, min(self.next_decision(trial.trial_id, trial.epoch), self.max_epochs + 1))
+                rung = self.ask(trial).next_rung
+                if rung is not None and rung >= first:
+                    last = min(last, rung)
+            t = trial.last_end = training
+            if last > first:
+                planned = trial.planned
+                for k in range(first, last):
+                    t = t + epoch_s * noise[k - 1] + roundtrip_s
+                    planned.append(t)
+                heapq.heappush(self.virtual, (planned[0], own, trial.trial_id))
+                if not self.quiet:
+                    self._after_call()
+            self.stretches += 1
+            yield env.at(t + epoch_s * noise[last - 1] + roundtrip_s, own)
+            self._catch_up(own)
+            while trial.planned:
+                self._result(trial, trial.planned.popleft())
+            decision, metric, test_metric = self._result(trial, env.now)
+            training = env.now
+            self.notify()
+            self._after_call()
+            if decision is Decision.CONTINUE or decision == "continue":
+                new_g = self.policy.gpus(self.ask(trial))
+                if new_g == g:
+                    continue
+                # resize: save at the old size, free, wait for the new group, resume there
+                self.resizes += 1
+                self.yields += 1
+                yield env.at(env.now + save_s, own)
+                self.put(g, time_s=env.now, kind="pause", trial_id=trial.trial_id, epoch=trial.epoch, metric=metric,
+                         test_metric=None if math.isnan(test_metric) else test_metric, extra={"resize": new_g})
+                self.busy_gpu_s += g * (env.now - began)
+                self.release(placement)
+                asked = env.now
+                g = self.gpus_of[trial.trial_id] = new_g
+                placement = yield from self.acquire(g)
+                began = env.now
+                self.put(g, time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch,
+                         placement=list(placement), extra={"resize": g, **({"queued_s": began - asked} if began > asked else {})})
+                training = began + (self.costs(g)[2] * self.startup_factor() + self.costs(g)[4])
+                if self.next_decision is None:
+                    self.yields += 1
+                    yield env.at(training, own)
+                continue
+            if decision is Decision.PAUSE or decision == "pause":
+                trial.saved = env.event()
+                self.yields += 1
+                yield env.at(env.now + save_s, own)
+                trial.saved.succeed()
+                trial.saved = None
+                kind = "pause"
+            elif decision is Decision.STOP or decision == "stop":
+                kind = "complete" if trial.epoch >= scheduler.max_t else "stop"
+            else:
+                raise RuntimeError(f"{type(scheduler).__name__}.on_result returned {decision!r}")
+            self.put(g, time_s=env.now, kind=kind, trial_id=trial.trial_id, epoch=trial.epoch, metric=metric,
+                     test_metric=None if math.isnan(test_metric) else test_metric)
+            break
+        self.active -= 1
+        self.busy_gpu_s += g * (env.now - began)
+        self.release(placement)
+        self.makespan = max(self.makespan, env.now)
+        self.notify()
+        return own
+
+    def run(self, algorithm: str, seed: int) -> SimulationResult:
+        for _ in range(self.workers):
+            self.env.process(self.slot(_NoSlot))
+        self.env.run()
+        if self.retired != self.workers:
+            raise RuntimeError(f"{self.workers - self.retired} worker(s) still waiting when the simulation ran "
+                               f"out of events: the scheduler never said DONE")
+        if self.pool.free != self.policy.budget:
+            raise RuntimeError(f"{self.policy.budget - self.pool.free} GPU(s) still held at the end")
+        if self.record:
+            from .engine import _KIND_ORDER
+            self.events.sort(key=lambda e: (e.time_s, e.trial_id, e.epoch, _KIND_ORDER[e.kind]))
+        best_metric, best_test, best_id = self.best_trial()
+        deadline_metric, deadline_test = self.deadline_best[4:] if self.deadline_s is not None else (math.nan,) * 2
+        work_rel = math.fsum(trial.rel_cost * trial.epoch for trial in self.trials.values())
+        return SimulationResult(
+            algorithm=algorithm, budget=self.policy.budget, gpus_per_trial=math.nan,
+            parallel_trials=self.workers, idle_gpus=0, seed=seed, makespan_s=self.makespan,
+            busy_gpu_s=self.busy_gpu_s, trials=len(self.trials), epochs=self.epochs, best_metric=best_metric,
+            best_test_metric=best_test, best_trial_id=best_id,
+            lower_bound_s=work_rel * self.one_gpu_epoch_s / self.policy.budget, deadline_s=self.deadline_s,
+            deadline_metric=deadline_metric, deadline_test_metric=deadline_test,
+            sim_events=self.stretches + self.yields, events=self.events,
+            model_based_trials=getattr(self.scheduler, "model_based_picks", None))
+
+
+class _NoSlot:
+    gpus = ()
+
+
+def simulate_policy(scheduler, policy, time_model, table, *, seed: int = 0, algorithm: str = "",
+                    record_events: bool = True, deadline_s=None, epoch_by_epoch: bool = False,
+                    force_pool: bool = False) -> SimulationResult:
+    """Run ``scheduler`` to DONE under an allocation ``policy`` (see the module docstring).
+
+    A static policy runs the engine's fixed slots (:func:`.engine.simulate`), so its records are
+    exactly those of a run without a policy; ``force_pool`` is for the test that the pool path
+    gives a static policy the same records too."""
+    if not policy.adaptive and not force_pool:
+        from .engine import simulate
+        split = make_split(policy.budget, policy.gpus_per_node, policy.start)
+        return simulate(scheduler, split, time_model, table, seed=seed, algorithm=algorithm,
+                        record_events=record_events, deadline_s=deadline_s, epoch_by_epoch=epoch_by_epoch)
+    simulation = _AdaptiveSimulation(scheduler, policy, time_model, table, seed, record_events, deadline_s,
+                                     epoch_by_epoch)
+    result = simulation.run(algorithm or getattr(scheduler, "name", type(scheduler).__name__), seed)
+    result.resizes = simulation.resizes
+    return result
