@@ -24,7 +24,6 @@ import heapq
 import math
 from collections import deque
 
-import numpy as np
 
 from nasalloc.records import Event
 
@@ -49,11 +48,6 @@ class _AdaptiveSimulation(_Simulation):
         self.first: dict[int, int] = {}  # trial -> the milestone it started towards
         self.gpus_of: dict[int, int] = {}  # trial -> GPUs of its current (or last) segment
         self.cost_cache: dict[int, tuple] = {}
-        self.run_factor = 1.0
-        run_sigma = time_model.run_sigma()
-        if run_sigma > 0.0:  # the same draw as the engine's, kept as a factor for every size
-            run_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x2B4]))
-            self.run_factor = float(run_rng.lognormal(-0.5 * run_sigma ** 2, run_sigma))
         self.workers = policy.budget // policy.min_gpus
         self.busy_gpu_s = 0.0
         self.resizes = 0

@@ -128,6 +128,7 @@ class _Simulation:
             run_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x2B4]))
             run_factor = float(run_rng.lognormal(-0.5 * run_sigma ** 2, run_sigma))
             self.base_epoch_s *= run_factor
+        self.run_factor = run_factor
         # a fractional split: costs by the busy sharers of each GPU (simulator/sharing.py)
         self.shared = SharedGPUs(split, time_model, run_factor) if split.trials_per_gpu > 1 else None
         self.record = record_events
