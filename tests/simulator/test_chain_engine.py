@@ -6,7 +6,6 @@ gives the records of today's engine; nothing the scheduler heard is reported aga
 trains outside an allocation or starts after its SIGTERM; a seed gives the same chain twice.
 """
 
-import math
 
 import pytest
 

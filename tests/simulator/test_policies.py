@@ -16,7 +16,7 @@ from nasalloc.errors import UserError
 from nasalloc.simulator.adaptive import simulate_policy
 from nasalloc.simulator.engine import simulate
 from nasalloc.simulator.gpupool import GpuPool
-from nasalloc.simulator.policies import Ask, Policy, expand_policies, parse_policy, split_policy_list
+from nasalloc.simulator.policies import Ask, expand_policies, parse_policy, split_policy_list
 from nasalloc.simulator.schedulers import make_scheduler
 from nasalloc.simulator.schedulers.sampling import TableSource
 
