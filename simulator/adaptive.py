@@ -226,21 +226,8 @@ class _AdaptiveSimulation(_Simulation):
                                f"out of events: the scheduler never said DONE")
         if self.pool.free != self.policy.budget:
             raise RuntimeError(f"{self.policy.budget - self.pool.free} GPU(s) still held at the end")
-        if self.record:
-            from .engine import _KIND_ORDER
-            self.events.sort(key=lambda e: (e.time_s, e.trial_id, e.epoch, _KIND_ORDER[e.kind]))
-        best_metric, best_test, best_id = self.best_trial()
-        deadline_metric, deadline_test = self.deadline_best[4:] if self.deadline_s is not None else (math.nan,) * 2
-        work_rel = math.fsum(trial.rel_cost * trial.epoch for trial in self.trials.values())
-        return SimulationResult(
-            algorithm=algorithm, budget=self.policy.budget, gpus_per_trial=math.nan,
-            parallel_trials=self.workers, idle_gpus=0, seed=seed, makespan_s=self.makespan,
-            busy_gpu_s=self.busy_gpu_s, trials=len(self.trials), epochs=self.epochs, best_metric=best_metric,
-            best_test_metric=best_test, best_trial_id=best_id,
-            lower_bound_s=work_rel * self.one_gpu_epoch_s / self.policy.budget, deadline_s=self.deadline_s,
-            deadline_metric=deadline_metric, deadline_test_metric=deadline_test,
-            sim_events=self.stretches + self.yields, events=self.events,
-            model_based_trials=getattr(self.scheduler, "model_based_picks", None))
+        return self.finish(algorithm, seed, gpus_per_trial=math.nan, parallel_trials=self.workers, idle_gpus=0,
+                           busy_gpu_s=self.busy_gpu_s)
 
 
 class _NoSlot:

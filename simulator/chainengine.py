@@ -18,7 +18,6 @@ also summed on its own, so a test can check that the categories add up to it.
 
 from __future__ import annotations
 
-import heapq
 import math
 
 import simpy
@@ -104,24 +103,16 @@ class ChainSimulation(_Simulation):
 
     # -- processes ----------------------------------------------------------------------------
     def slot(self, slot):
-        env, scheduler = self.env, self.scheduler
+        scheduler = self.scheduler
         placement = list(slot.gpus)
-        woken = False
+        woken, since = False, 0
         while True:
             while self.draining():
                 self.yields += 1
                 yield self.next_allocation
             action = scheduler.suggest()
             if action is WAIT:
-                if self.active == 0:
-                    raise RuntimeError(f"{type(scheduler).__name__} answered WAIT while no trial runs: "
-                                       f"nothing could ever wake it")
-                wake = env.event()
-                if not woken:
-                    since = self.waiting_since = self.waiting_since + 1
-                heapq.heappush(self.waiters, (since, wake))
-                self.yields += 1
-                yield wake
+                since = yield from self.wait_in_line(woken, since)
                 woken = True
                 continue
             if woken:

@@ -200,6 +200,20 @@ class _Simulation:
         if self.waiters and not (self.waits is not None and self.waits()):
             heapq.heappop(self.waiters)[1].succeed()
 
+    def wait_in_line(self, woken: bool, since: int):
+        """Sleep until :meth:`notify` wakes this slot; its place in line (a slot woken only to
+        hear WAIT again keeps the place it had)."""
+        if self.active == 0:
+            raise RuntimeError(f"{type(self.scheduler).__name__} answered WAIT while no trial runs: "
+                               f"nothing could ever wake it")
+        wake = self.env.event()
+        if not woken:
+            since = self.waiting_since = self.waiting_since + 1
+        heapq.heappush(self.waiters, (since, wake))
+        self.yields += 1
+        yield wake
+        return since
+
     def emit(self, **fields) -> None:
         if self.record:
             self.events.append(Event(gpus=self.gpus, **fields))
@@ -280,23 +294,15 @@ class _Simulation:
 
     # -- processes ----------------------------------------------------------------------------
     def slot(self, slot):
-        env, scheduler = self.env, self.scheduler
+        scheduler = self.scheduler
         placement = list(slot.gpus)
-        woken = False
+        woken, since = False, 0
         priority = 0  # the priority of the SimPy event this process is handling
         while True:
             self._catch_up(priority)
             action = scheduler.suggest()
             if action is WAIT:
-                if self.active == 0:
-                    raise RuntimeError(f"{type(scheduler).__name__} answered WAIT while no trial runs: "
-                                       f"nothing could ever wake it")
-                wake = env.event()
-                if not woken:
-                    since = self.waiting_since = self.waiting_since + 1
-                heapq.heappush(self.waiters, (since, wake))
-                self.yields += 1
-                yield wake
+                since = yield from self.wait_in_line(woken, since)
                 woken, priority = True, simpy.events.NORMAL
                 continue
             self._after_call()
@@ -400,12 +406,17 @@ class _Simulation:
         if self.retired != len(self.split.slots):
             raise RuntimeError(f"{self.split.parallel_trials - self.retired} slot(s) still waiting when the "
                                f"simulation ran out of events: the scheduler never said DONE")
+        return self.finish(algorithm, seed)
+
+    def finish(self, algorithm: str, seed: int, **fields) -> SimulationResult:
+        """Sort the records and sum the run up; ``fields`` replace the split's own figures (an
+        adaptive run has no one GPU count or slot count)."""
         if self.record:
             self.events.sort(key=lambda e: (e.time_s, e.trial_id, e.epoch, _KIND_ORDER[e.kind]))
         best_metric, best_test, best_id = self.best_trial()
         deadline_metric, deadline_test = self.deadline_best[4:] if self.deadline_s is not None else (math.nan,) * 2
         work_rel = math.fsum(trial.rel_cost * trial.epoch for trial in self.trials.values())
-        return SimulationResult(
+        values = dict(
             algorithm=algorithm, budget=self.split.budget, gpus_per_trial=self.gpus,
             parallel_trials=self.split.parallel_trials, idle_gpus=self.split.idle_gpus, seed=seed,
             makespan_s=self.makespan, busy_gpu_s=self.busy_slot_s * self.gpus, trials=len(self.trials),
@@ -414,6 +425,8 @@ class _Simulation:
             deadline_metric=deadline_metric, deadline_test_metric=deadline_test,
             sim_events=self.stretches + self.yields,
             events=self.events, model_based_trials=getattr(self.scheduler, "model_based_picks", None))
+        values.update(fields)
+        return SimulationResult(**values)
 
     def best_trial(self):
         """The trial whose metric at its last epoch is best; ties go to the lower trial id."""
