@@ -88,22 +88,8 @@ class _AdaptiveSimulation(_Simulation):
             self.gpu_queue.popleft()
             wake.succeed(got)
 
-    def _result(self, trial: _Trial, end: float):
-        epoch = trial.epoch = trial.epoch + 1
-        if epoch > self.max_epochs:
-            raise RuntimeError(f"trial {trial.trial_id} continued past the curves' {self.max_epochs} epochs")
-        metric, test_metric = trial.val[epoch - 1], trial.test[epoch - 1]
-        self.epochs += 1
-        if self.deadline_s is not None and end <= self.deadline_s:
-            key = (self.sign * metric, -end, -trial.trial_id, -epoch, metric, test_metric)
-            if key[:4] > self.deadline_best[:4]:
-                self.deadline_best = key
-        if self.record:
-            self.events.append(Event(time_s=end, kind="epoch", trial_id=trial.trial_id, epoch=epoch,
-                                     gpus=self.gpus_of[trial.trial_id], metric=metric, began_s=trial.last_end,
-                                     test_metric=None if math.isnan(test_metric) else test_metric))
-        trial.last_end = end
-        return self.scheduler.on_result(trial.trial_id, epoch, metric), metric, test_metric
+    def epoch_gpus(self, trial: _Trial) -> float:
+        return self.gpus_of[trial.trial_id]
 
     def put(self, gpus, **fields) -> None:
         if self.record:

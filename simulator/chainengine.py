@@ -23,8 +23,8 @@ import math
 import simpy
 
 from .allocation import AllocationDraws, AllocationModel, after_lost_segment, checkpoint_due
-from .engine import _Simulation, _Trial
-from .schedulers.base import DONE, WAIT, Decision, Resume, Start
+from .engine import _Simulation
+from .schedulers.base import DONE, WAIT, Decision, Start
 
 CATEGORIES = ("busy", "checkpoint", "restart", "failure")
 
@@ -124,35 +124,14 @@ class ChainSimulation(_Simulation):
         self.retired += 1
 
     def segment(self, action, placement):
-        env, scheduler, table = self.env, self.scheduler, self.table
-        gpu = placement[0]
-        if self.shared is not None:
-            self.shared.enter(gpu)  # a shared GPU's costs follow its busy sharers (simulator/sharing.py)
+        env, gpu = self.env, placement[0]
+        trial, setup = yield from self.open_segment(action, placement)
         if isinstance(action, Start):
-            row = int(action.config["_row"])
-            trial = _Trial(action.trial_id, row, float(table.rel_cost[row]), self.noise_row(), self.curves_of(row))
-            self.trials[action.trial_id] = trial
             self.pending[trial.trial_id], self.lost_segments[trial.trial_id] = 0.0, 0
             self.heard[trial.trial_id] = 0
             self.checkpoints[trial.trial_id] = 0
-            self.active += 1
-            if self.record:
-                config = {k: v for k, v in action.config.items() if k != "_row"}
-                self.emit(time_s=env.now, kind="start", trial_id=trial.trial_id, epoch=0, placement=placement,
-                          config=config, extra={"row": row})
-            setup, category = self.overhead_on("startup_s", gpu) * self.startup_factor(), "busy"
-        elif isinstance(action, Resume):
-            trial = self.trials[action.trial_id]
-            self.active += 1
-            if trial.saved is not None:
-                self.yields += 1
-                yield trial.saved
-            self.emit(time_s=env.now, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
-            setup, category = self.restart_setup(trial, gpu, resumed=True), "busy"
-        else:
-            raise RuntimeError(f"{type(scheduler).__name__}.suggest() returned {action!r}")
         self.trial_gpu[trial.trial_id] = gpu
-        ended = yield from self.train(trial, placement, setup, category)
+        ended = yield from self.train(trial, placement, setup, "busy")
         if self.shared is not None:
             self.shared.leave(gpu)
         self.active -= 1
@@ -160,8 +139,8 @@ class ChainSimulation(_Simulation):
         self.notify()
         return ended
 
-    def restart_setup(self, trial, gpu: int, resumed: bool = False) -> float:
-        if resumed or self.checkpoints[trial.trial_id] > 0:
+    def restart_setup(self, trial, gpu: int) -> float:
+        if self.checkpoints[trial.trial_id] > 0:
             return self.overhead_on("resume_s", gpu) * self.startup_factor() + self.overhead_on("checkpoint_load_s", gpu)
         return self.overhead_on("startup_s", gpu) * self.startup_factor()
 

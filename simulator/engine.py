@@ -272,6 +272,10 @@ class _Simulation:
         self.notify()
         self._after_call()
 
+    def epoch_gpus(self, trial: _Trial) -> float:
+        """The GPUs an epoch record carries: the split's (an adaptive run: the segment's)."""
+        return self.gpus
+
     def _result(self, trial: _Trial, end: float):
         """The epoch of ``trial`` that ended at ``end``: count it, record it, ask the scheduler."""
         epoch = trial.epoch = trial.epoch + 1
@@ -287,7 +291,7 @@ class _Simulation:
                 self.deadline_best = key
         if self.record:
             self.events.append(Event(time_s=end, kind="epoch", trial_id=trial.trial_id, epoch=epoch,
-                                     gpus=self.gpus, metric=metric, began_s=trial.last_end,
+                                     gpus=self.epoch_gpus(trial), metric=metric, began_s=trial.last_end,
                                      test_metric=None if math.isnan(test_metric) else test_metric))
         trial.last_end = end
         return self.scheduler.on_result(trial.trial_id, epoch, metric), metric, test_metric
@@ -314,34 +318,40 @@ class _Simulation:
             priority = yield from self.segment(action, placement)
         self.retired += 1
 
-    def segment(self, action, placement):
-        env, scheduler, table = self.env, self.scheduler, self.table
-        shared, gpu = self.shared, placement[0]
-        if shared is not None:
-            shared.enter(gpu)
+    def open_segment(self, action, placement):
+        """Take the slot for a Start or Resume: the trial (created for a Start), its record, and
+        the seconds of its set-up (start-up; for a resume, after its pause's save has finished,
+        the resume start-up and the checkpoint load). The slot's GPU counts as busy from here."""
+        env, gpu = self.env, placement[0]
+        if self.shared is not None:
+            self.shared.enter(gpu)
         if isinstance(action, Start):
             row = int(action.config[ROW_KEY])
-            trial = _Trial(action.trial_id, row, float(table.rel_cost[row]), self.noise_row(), self.curves_of(row))
+            trial = _Trial(action.trial_id, row, float(self.table.rel_cost[row]), self.noise_row(), self.curves_of(row))
             self.trials[action.trial_id] = trial
             self.active += 1
-            began = env.now
             if self.record:
                 config = {k: v for k, v in action.config.items() if k != ROW_KEY}
-                self.emit(time_s=began, kind="start", trial_id=trial.trial_id, epoch=0, placement=placement,
+                self.emit(time_s=env.now, kind="start", trial_id=trial.trial_id, epoch=0, placement=placement,
                           config=config, extra={"row": row})
-            training = began + self.overhead_on("startup_s", gpu) * self.startup_factor()
-        elif isinstance(action, Resume):
+            return trial, self.overhead_on("startup_s", gpu) * self.startup_factor()
+        if isinstance(action, Resume):
             trial = self.trials[action.trial_id]
             self.active += 1
             if trial.saved is not None:
                 self.yields += 1
                 yield trial.saved
-            began = env.now
-            self.emit(time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
-            training = began + (self.overhead_on("resume_s", gpu) * self.startup_factor()
-                                + self.overhead_on("checkpoint_load_s", gpu))
-        else:
-            raise RuntimeError(f"{type(scheduler).__name__}.suggest() returned {action!r}")
+            self.emit(time_s=env.now, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch, placement=placement)
+            return trial, (self.overhead_on("resume_s", gpu) * self.startup_factor()
+                           + self.overhead_on("checkpoint_load_s", gpu))
+        raise RuntimeError(f"{type(self.scheduler).__name__}.suggest() returned {action!r}")
+
+    def segment(self, action, placement):
+        env, scheduler = self.env, self.scheduler
+        shared, gpu = self.shared, placement[0]
+        trial, setup_s = yield from self.open_segment(action, placement)
+        began = env.now
+        training = began + setup_s
         if self.next_decision is None:  # epoch by epoch: the start-up (or load) is an event of its own
             self.yields += 1
             yield env.at(training, trial.priority)
