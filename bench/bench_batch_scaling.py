@@ -144,6 +144,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from nasalloc.simulator.batchscaling import NoiseScaleCurve, epochs_to_target, stretch_curve
     from nasalloc.workloads.digits import DigitsWorkload
+    from nasalloc.workloads.training import lr_scale
 
     began = time.perf_counter()
     multiples = [int(m) for m in args.multiples.split(",")]
@@ -222,8 +223,11 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         tried = {}
         for m in grid:
-            runs = [train_ddp(config_at(batch, m) | {"batch_size": args.base_batch}, s, args.ranks, args.cap, target)
-                    for s in seeds]
+            # the trainer itself scales a per_gpu config's one-rank lr by RASDA's rule at its world size
+            # (lr_scale): give it the one-rank lr that lands on the rate tried here
+            tried_lr = config_at(batch, m)["lr"] / lr_scale(base["optimizer"], "per_gpu", args.ranks)
+            runs = [train_ddp(config_at(batch, m) | {"batch_size": args.base_batch, "lr": tried_lr}, s, args.ranks,
+                              args.cap, target) for s in seeds]
             assert all(b == batch for _, b in runs), "the per_gpu policy did not give ranks x B0"
             tried[m] = [c for c, _ in runs]
         choice = min(grid, key=lambda m: mean_hits(tried[m], args.cap)[0])

@@ -73,6 +73,16 @@ def global_batch_size(batch_size: int, policy: str, world_size: int) -> int:
     return size
 
 
+def lr_scale(optimizer: str, batch_policy: str, world_size: int) -> float:
+    """The factor on a config's learning rate at ``world_size`` ranks: RASDA's rule (Aach et al.,
+    FGCS 2025, cases/ImagenetTrainLoopDALI.py: ``lr * world_size`` for SGD, ``lr * sqrt(world_size)``
+    for Adam-type optimizers) where the global batch grows with the ranks (``per_gpu``); 1 with
+    the ``global`` policy, whose batch does not change. The config's ``lr`` is its one-rank rate."""
+    if batch_policy != "per_gpu" or world_size <= 1:
+        return 1.0
+    return float(world_size) if optimizer == "sgd" else float(world_size) ** 0.5
+
+
 def make_optimizer(name: str, parameters, lr: float, weight_decay: float):
     import torch
 
@@ -88,7 +98,9 @@ class ClassifierTrainer(Trainer):
 
     ``build_model`` is called after seeding torch with ``seed`` so every rank builds the same
     initial weights (DDP broadcasts rank 0's anyway). ``lr_schedule`` is ``None`` (constant)
-    or ``"cosine"`` (annealed to 1% of ``lr`` over ``max_epochs``).
+    or ``"cosine"`` (annealed to 1% of ``lr`` over ``max_epochs``). With the ``per_gpu`` policy
+    the rate is ``lr`` times :func:`lr_scale` at this world size; a checkpoint resumed on another
+    number of ranks rescales the restored rates (schedule position kept) to the new size's.
     """
 
     def __init__(self, build_model: Callable[[], object], data: TensorSplits, *, seed: int,
@@ -126,11 +138,13 @@ class ClassifierTrainer(Trainer):
             self.model.register_comm_hook(None, self._timed_allreduce_hook())
         # Dropout masks differ per rank, the same way on every run.
         torch.manual_seed(self.seed * 7919 + 1 + self.ctx.rank)
-        self.optimizer = make_optimizer(optimizer, self.module.parameters(), float(lr), float(weight_decay))
+        self.lr_factor = lr_scale(optimizer, batch_policy, self.ctx.world_size)
+        lr = float(lr) * self.lr_factor
+        self.optimizer = make_optimizer(optimizer, self.module.parameters(), lr, float(weight_decay))
         self.scheduler = None
         if lr_schedule == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.optimizer, T_max=max_epochs, eta_min=float(lr) * 0.01)
+                self.optimizer, T_max=max_epochs, eta_min=lr * 0.01)
         elif lr_schedule is not None:
             raise UserError(f"lr_schedule {lr_schedule!r} is not one of None, 'cosine'")
         self.loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
@@ -241,6 +255,7 @@ class ClassifierTrainer(Trainer):
         if self.ctx.is_main:
             state = {
                 "epoch": self.epoch, "seed": self.seed, "world_size": self.ctx.world_size,
+                "lr_factor": self.lr_factor,
                 "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 # The sampler's position is the epoch: each epoch's order comes from (seed, epoch).
@@ -260,6 +275,23 @@ class ClassifierTrainer(Trainer):
                 raise
         self.ctx.barrier()
 
+    def _rescale_lr(self, ratio: float) -> None:
+        """Multiply every restored rate (and the schedule's base and floor) by ``ratio``: the
+        checkpoint's rates were for its own world size."""
+        if ratio == 1.0:
+            return
+        for group in self.optimizer.param_groups:
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] *= ratio
+        if self.scheduler is not None:
+            self.scheduler.base_lrs = [base * ratio for base in self.scheduler.base_lrs]
+            self.scheduler.eta_min *= ratio
+            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
     def load_checkpoint(self, path: str) -> None:
         import numpy as np
         import torch
@@ -271,6 +303,7 @@ class ClassifierTrainer(Trainer):
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        self._rescale_lr(self.lr_factor / float(state.get("lr_factor", 1.0)))
         self.epoch = int(state["epoch"])
         self.seed = int(state["seed"])
         rng = state["rng"]

@@ -38,3 +38,53 @@ def test_per_gpu_policy_trains_with_a_larger_global_batch():
     assert trainer.global_batch == 64 and trainer.train_epoch().samples == (1078 // 64) * 64
     with pytest.raises(UserError, match="larger than the 1078 training samples"):
         DigitsWorkload().make_trainer(dict(config, batch_size=2048), seed=0)
+
+
+def test_lr_rule_is_rasdas_linear_for_sgd_sqrt_for_adam():
+    from nasalloc.workloads.training import lr_scale
+
+    assert lr_scale("sgd", "per_gpu", 4) == 4.0
+    assert lr_scale("adam", "per_gpu", 4) == 2.0
+    assert lr_scale("sgd", "per_gpu", 1) == 1.0
+    assert lr_scale("sgd", "global", 8) == 1.0  # the global batch does not grow: nothing to scale
+
+
+@pytest.mark.parametrize("optimizer, factor", [("sgd", 2.0), ("adam", 2.0 ** 0.5)])
+def test_per_gpu_checkpoint_resumed_on_two_ranks_trains_at_the_rescaled_rate(tmp_path, optimizer, factor):
+    """A trial resized 1 -> 2 ranks under per_gpu (its global batch doubles) continues at the
+    rate RASDA's rule gives two ranks, and the cosine schedule keeps its position."""
+    from tests.workloads.ddp_launch import run_ranks
+    from nasalloc.workloads.digits import DigitsWorkload
+
+    config = {"family": "mlp", "units": 16, "depth": 1, "activation": "relu", "dropout": 0.0, "lr": 0.01,
+              "weight_decay": 0.0, "optimizer": optimizer, "batch_size": 64}
+    workload = DigitsWorkload(batch_policy="per_gpu")
+    workload.lr_schedule = "cosine"
+    one = workload.make_trainer(config, seed=3)
+    one.train_epoch()
+    one.train_epoch()
+    lr_after_two_epochs = one.current_lr()
+    ckpt = tmp_path / "ckpt.pt"
+    one.save_checkpoint(str(ckpt))
+    results = run_ranks(f"""
+        import json
+        from nasalloc.workloads.digits import DigitsWorkload
+        from nasalloc.workloads.distributed import init_from_env
+        ctx = init_from_env("cpu")
+        w = DigitsWorkload(batch_policy="per_gpu")
+        w.lr_schedule = "cosine"
+        t = w.make_trainer({config!r}, seed=3)
+        fresh = t.current_lr()
+        t.load_checkpoint({str(ckpt)!r})
+        resumed = t.current_lr()
+        r = t.train_epoch()
+        print(json.dumps({{"fresh": fresh, "resumed": resumed, "epoch": r.epoch, "batch": t.global_batch,
+                          "after": t.current_lr()}}))
+    """, world_size=2)
+    for r in results:
+        assert r["batch"] == 128 and r["epoch"] == 3
+        assert r["fresh"] == pytest.approx(0.01 * factor)  # a new 2-rank trial starts at the scaled rate
+        assert r["resumed"] == pytest.approx(lr_after_two_epochs * factor)  # same schedule point, new size
+    # one more cosine step from the rescaled point, as the one-rank run would take it, times the factor
+    one.train_epoch()
+    assert results[0]["after"] == pytest.approx(one.current_lr() * factor, rel=1e-9)
