@@ -14,6 +14,12 @@ milestone stretches with the epoch-by-epoch reference path), with two difference
   g_new). Its records: a ``pause`` and a ``resume`` with ``extra.resize`` (the scheduler saw
   neither: to it the trial ran on). Every epoch record carries the GPUs of its segment.
 
+With ``scaling`` (the ``per_gpu`` batch policy with a measured noise scale) a segment's global
+batch is the config's batch times its GPUs, and the trial's curve from there on is its recorded
+one continued at that batch from where the earlier segments left it
+(:class:`.batchscaling.ResizedCurves`; the validation runner scales the learning rate by RASDA's
+rule at each size, the assumption the stretch makes).
+
 A stretch never runs past the trial's next rung (``Ask.next_rung``): the level can change only
 there, so both paths ask the policy after the very same results.
 """
@@ -27,6 +33,7 @@ from collections import deque
 
 from nasalloc.records import Event
 
+from .batchscaling import ResizedCurves
 from .cluster import make_split
 from .engine import ROW_KEY, _Simulation, _Trial
 from .gpupool import GpuPool
@@ -38,7 +45,8 @@ __all__ = ["simulate_policy"]
 
 
 class _AdaptiveSimulation(_Simulation):
-    def __init__(self, scheduler, policy, time_model, table, seed, record_events, deadline_s, epoch_by_epoch):
+    def __init__(self, scheduler, policy, time_model, table, seed, record_events, deadline_s, epoch_by_epoch,
+                 scaling=None):
         split = make_split(policy.budget, policy.gpus_per_node, policy.min_gpus)
         super().__init__(scheduler, split, time_model, table, seed, record_events, deadline_s, epoch_by_epoch)
         self.policy, self.time_model = policy, time_model
@@ -51,6 +59,9 @@ class _AdaptiveSimulation(_Simulation):
         self.workers = policy.budget // policy.min_gpus
         self.busy_gpu_s = 0.0
         self.resizes = 0
+        self.resized_curves = ResizedCurves(table, scaling) if scaling is not None and scaling.active else None
+        self.curve_gpus: dict[int, int] = {}  # trial -> the GPUs its curve is continued at
+        self.positions: dict[int, list] = {}  # trial -> its position on the recorded epoch axis per epoch
 
     def costs(self, g: int) -> tuple:
         """(epoch s of the reference config, startup, resume, save, load, round trip) at g GPUs."""
@@ -88,6 +99,19 @@ class _AdaptiveSimulation(_Simulation):
             self.gpu_queue.popleft()
             wake.succeed(got)
 
+    def set_gpus(self, trial: _Trial, g: int) -> None:
+        """The trial's next segment runs on ``g`` GPUs; under per_gpu its curve continues at g's batch."""
+        self.gpus_of[trial.trial_id] = g
+        if self.resized_curves is None or self.curve_gpus.get(trial.trial_id) == g:
+            return
+        self.curve_gpus[trial.trial_id] = g
+        done = self.positions.get(trial.trial_id, [])[:trial.epoch]
+        more = self.resized_curves.continue_row(trial.row, g, trial.epoch, done[-1] if done else 0.0)
+        if more is not None:
+            positions, val, test = more
+            self.positions[trial.trial_id] = done + positions
+            trial.val, trial.test = trial.val[:trial.epoch] + val, trial.test[:trial.epoch] + test
+
     def epoch_gpus(self, trial: _Trial) -> float:
         return self.gpus_of[trial.trial_id]
 
@@ -112,7 +136,8 @@ class _AdaptiveSimulation(_Simulation):
             self.yields += 1
             yield trial.saved
         asked = env.now
-        g = self.gpus_of[trial.trial_id] = self.policy.gpus(self.ask(trial))
+        g = self.policy.gpus(self.ask(trial))
+        self.set_gpus(trial, g)
         placement = yield from self.acquire(g)
         began = env.now
         extra = {"queued_s": began - asked} if began > asked else {}
@@ -172,7 +197,8 @@ class _AdaptiveSimulation(_Simulation):
                 self.busy_gpu_s += g * (env.now - began)
                 self.release(placement)
                 asked = env.now
-                g = self.gpus_of[trial.trial_id] = new_g
+                g = new_g
+                self.set_gpus(trial, g)
                 placement = yield from self.acquire(g)
                 began = env.now
                 self.put(g, time_s=began, kind="resume", trial_id=trial.trial_id, epoch=trial.epoch,
@@ -222,19 +248,22 @@ class _NoSlot:
 
 def simulate_policy(scheduler, policy, time_model, table, *, seed: int = 0, algorithm: str = "",
                     record_events: bool = True, deadline_s=None, epoch_by_epoch: bool = False,
-                    force_pool: bool = False) -> SimulationResult:
+                    force_pool: bool = False, scaling=None) -> SimulationResult:
     """Run ``scheduler`` to DONE under an allocation ``policy`` (see the module docstring).
 
     A static policy runs the engine's fixed slots (:func:`.engine.simulate`), so its records are
     exactly those of a run without a policy; ``force_pool`` is for the test that the pool path
-    gives a static policy the same records too."""
+    gives a static policy the same records too. ``scaling``: the per_gpu batch policy (see the
+    module docstring); a static policy then runs on the split's stretched curves."""
     if not policy.adaptive and not force_pool:
+        from .batchscaling import stretched_table
         from .engine import simulate
         split = make_split(policy.budget, policy.gpus_per_node, policy.start)
+        table = stretched_table(table, policy.start, scaling)
         return simulate(scheduler, split, time_model, table, seed=seed, algorithm=algorithm,
                         record_events=record_events, deadline_s=deadline_s, epoch_by_epoch=epoch_by_epoch)
     simulation = _AdaptiveSimulation(scheduler, policy, time_model, table, seed, record_events, deadline_s,
-                                     epoch_by_epoch)
+                                     epoch_by_epoch, scaling)
     result = simulation.run(algorithm or getattr(scheduler, "name", type(scheduler).__name__), seed)
     result.resizes = simulation.resizes
     return result

@@ -90,6 +90,36 @@ def stretch_factor(batch, batch0, b_noise):
     return (1.0 + batch / b_noise) / (1.0 + batch0 / b_noise)
 
 
+def _work_axis(batch0: float, batch: float, noise: NoiseScaleCurve, length: int) -> tuple:
+    """(grid over recorded epochs u, epochs at ``batch`` to reach each grid point, final rate)."""
+    grid = np.linspace(0.0, length, length * SUBSTEPS + 1)
+    rate = stretch_factor(batch, batch0, noise.at(grid))
+    tau = np.concatenate([[0.0], np.cumsum((rate[1:] + rate[:-1]) / 2 * np.diff(grid))])
+    return grid, tau, float(rate[-1])
+
+
+def epoch_positions(batch0: float, batch: float, noise: NoiseScaleCurve, length: int, count: int,
+                    start: float = 0.0) -> np.ndarray:
+    """Where on the recorded epoch axis (u) a trial is after each of ``count`` more epochs at
+    ``batch``, starting at position ``start`` (0: untrained; the u of its last epoch when it
+    continues at a new batch). Past the recorded length u keeps growing at the last rate."""
+    grid, tau, last_rate = _work_axis(batch0, batch, noise, length)
+    done = float(np.interp(start, grid, tau)) if start <= length else tau[-1] + (start - length) * last_rate
+    t = done + np.arange(1, count + 1, dtype=float)
+    u = np.interp(t, tau, grid)
+    beyond = t > tau[-1]
+    u[beyond] = length + (t[beyond] - tau[-1]) / last_rate
+    return u
+
+
+def curve_at(values, positions, initial: float) -> np.ndarray:
+    """The recorded curve (``values[e-1]`` after epoch e, ``initial`` at u = 0) read at positions
+    u, held at its last value past the recorded length."""
+    values = np.asarray(values, dtype=float)
+    knots = np.arange(0, len(values) + 1, dtype=float)
+    return np.interp(np.minimum(positions, len(values)), knots, np.concatenate([[initial], values]))
+
+
 def stretch_curve(values, batch0: float, batch: float, noise: NoiseScaleCurve, initial: Optional[float] = None,
                   horizon: Optional[int] = None) -> np.ndarray:
     """The curve recorded at global batch ``batch0`` (``values[e-1]`` after epoch e) as expected
@@ -102,15 +132,7 @@ def stretch_curve(values, batch0: float, batch: float, noise: NoiseScaleCurve, i
         out[:min(horizon, length)] = values[:horizon]
         return out
     start = values[0] if initial is None else float(initial)
-    grid = np.linspace(0.0, length, length * SUBSTEPS + 1)
-    rate = stretch_factor(batch, batch0, noise.at(grid))
-    tau = np.concatenate([[0.0], np.cumsum((rate[1:] + rate[:-1]) / 2 * np.diff(grid))])
-    t = np.arange(1, horizon + 1, dtype=float)
-    u = np.interp(t, tau, grid)
-    beyond = t > tau[-1]
-    u[beyond] = length + (t[beyond] - tau[-1]) / rate[-1]
-    knots = np.arange(0, length + 1, dtype=float)
-    return np.interp(np.minimum(u, length), knots, np.concatenate([[start], values]))
+    return curve_at(values, epoch_positions(batch0, batch, noise, length, horizon), start)
 
 
 def epochs_to_target(curve, target: float, mode: str = "max") -> Optional[int]:
@@ -159,15 +181,18 @@ def initial_value(table) -> float:
     return float(first.min() if table.mode == "max" else first.max())
 
 
+def initial_test_value(table) -> float:
+    """The worst first-epoch test value of all curves (the start of every stretched test curve)."""
+    first = table.test[:, 0][np.isfinite(table.test[:, 0])]
+    return float(first.min() if table.mode == "max" else first.max()) if first.size else math.nan
+
+
 def stretched_table(table, gpus_per_trial: float, scaling: Optional[BatchScaling]):
     """``table`` with every curve stretched to the split's global batch; the very same table
     object when nothing changes (``global`` policy, no noise scale, or B = B0 for every row)."""
     if scaling is None or not scaling.active:
         return table
-    start_val = initial_value(table)
-    first_test = table.test[:, 0][np.isfinite(table.test[:, 0])]
-    start_test = (float(first_test.min() if table.mode == "max" else first_test.max())
-                  if first_test.size else math.nan)
+    start_val, start_test = initial_value(table), initial_test_value(table)
     val, test, changed = table.val.copy(), table.test.copy(), False
     for row, config in enumerate(table.configs):
         batch0 = scaling.row_batch(config)
@@ -183,6 +208,35 @@ def stretched_table(table, gpus_per_trial: float, scaling: Optional[BatchScaling
     if not changed:
         return table
     return replace(table, val=val, test=test)
+
+
+class ResizedCurves:
+    """Curves of trials whose global batch changes between segments (``per_gpu`` under an
+    adaptive policy): from the trial's position u on the recorded epoch axis when a segment
+    begins, its next epochs advance u at that segment's batch (:func:`epoch_positions`), so a
+    trial that trains its whole life at one batch gets exactly :func:`stretched_table`'s curve."""
+
+    def __init__(self, table, scaling: BatchScaling):
+        self.table, self.scaling = table, scaling
+        self.start_val, self.start_test = initial_value(table), initial_test_value(table)
+
+    def continue_row(self, row: int, gpus: float, epoch: int, position: float) -> Optional[tuple]:
+        """(positions, val, test) for epochs ``epoch``+1.. to the table's end when the trial, at
+        ``position`` after ``epoch`` epochs, trains on at ``gpus`` GPUs' global batch; None where
+        the row's curve does not depend on the batch (no batch size, unfinished curve)."""
+        batch0 = self.scaling.row_batch(self.table.configs[row])
+        val = self.table.val[row]
+        if batch0 is None or not np.all(np.isfinite(val)):
+            return None
+        batch, count = self.scaling.global_batch(batch0, gpus), len(val) - epoch
+        if batch == batch0:  # one recorded epoch per epoch: the recorded values where u is whole
+            positions = position + np.arange(1, count + 1, dtype=float)
+        else:
+            positions = epoch_positions(batch0, batch, self.scaling.noise, len(val), count, position)
+        test = self.table.test[row]
+        test_out = (curve_at(test, positions, self.start_test) if np.all(np.isfinite(test))
+                    else test[epoch:])
+        return positions.tolist(), curve_at(val, positions, self.start_val).tolist(), test_out.tolist()
 
 
 def scaling_from(profile: Optional[dict], policy: Optional[str] = None, batch_key: str = "batch_size") -> tuple:

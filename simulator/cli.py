@@ -177,7 +177,7 @@ def _run_policies(plan_input, plan, sweep, adaptive, out, say, quiet):
                        f"makespan {duration(float(row['makespan_s']))}", err=True)
 
     rows, events = run_policies(spec, plan_input.time_model, plan_input.table, adaptive, out,
-                                jobs=plan_input.jobs, progress=progress)
+                                jobs=plan_input.jobs, progress=progress, scaling=plan_input.scaling)
     plan = add_to_plan(out, plan, compare(plan, sweep.rows, rows),
                        [n for n in plan_input.notes if "policy" in n])
     plot_occupancy(out, plan, sweep.events, events)

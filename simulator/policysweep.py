@@ -38,9 +38,10 @@ def check_policies(spec, statics, adaptive, scaling) -> list:
     for g in statics:
         if float(g) not in [float(s) for s in spec.splits]:
             raise UserError(f"--policies static:{g:g} is not among the sweep's splits; add it to --gpus-per-trial")
-    if scaling is not None and scaling.active:
-        raise UserError("--policies with --batch-policy per_gpu: curves under a changing global batch are not "
-                        "modelled yet; use the global batch policy")
+    if scaling is not None and scaling.active and adaptive:
+        notes.append("policies under per_gpu: a resized trial's curve continues from where it was at the new "
+                     "global batch (noise-scale stretch per segment); validate scales its learning rate by RASDA's "
+                     "rule (x ranks for SGD, x sqrt(ranks) for Adam)")
     if any(p.kind == "fill" for p in adaptive) and "asha" in spec.algorithms:
         notes.append("policy fill is for synchronous brackets: not simulated for asha")
     return notes
@@ -51,12 +52,12 @@ def _runs(spec, adaptive):
             if not (p.kind == "fill" and a == "asha") for s in spec.seeds]
 
 
-def run_one(spec, time_model, table, algorithm: str, policy: Policy, seed: int, keep_events: bool):
+def run_one(spec, time_model, table, algorithm: str, policy: Policy, seed: int, keep_events: bool, scaling=None):
     scheduler = make_scheduler(algorithm, source=TableSource(table.space, table.configs), max_t=spec.max_t,
                                min_t=spec.min_t, eta=spec.eta, semantics=spec.semantics, mode=spec.mode, seed=seed,
                                **spec.limits(algorithm))
     result = simulate_policy(scheduler, policy, time_model, table, seed=seed, algorithm=algorithm,
-                             record_events=keep_events)
+                             record_events=keep_events, scaling=scaling)
     base = result.row()
     row = {"algorithm": algorithm, "policy": policy.name, "budget": spec.budget, "gpus_per_node": spec.gpus_per_node,
            "seed": seed, **{k: base[k] for k in ("makespan_s", "gpu_hours", "busy_gpu_hours", "utilization", "trials",
@@ -71,10 +72,10 @@ def _star(args):
     return run_one(*args)
 
 
-def run_policies(spec, time_model, table, adaptive, out_dir, jobs: int = 1, progress=None):
+def run_policies(spec, time_model, table, adaptive, out_dir, jobs: int = 1, progress=None, scaling=None):
     """Every adaptive run; returns (rows, events of the first seed per (algorithm, policy))."""
     runs = _runs(spec, adaptive)
-    tasks = [(spec, time_model, table, a, p, s, s == spec.seeds[0]) for a, p, s in runs]
+    tasks = [(spec, time_model, table, a, p, s, s == spec.seeds[0], scaling) for a, p, s in runs]
     results = []
     if jobs > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:

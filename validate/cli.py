@@ -101,11 +101,7 @@ def validate(plan_path, algorithms, which, policy, executor_name, out, resume, t
         plan.scheduler_factory(name)  # and every scheduler must build
     from nasalloc.workloads.registry import load_workload
 
-    workload = load_workload(plan.workload)  # the workload must load
-    if any(c.policy for c in chosen) and getattr(workload, "batch_policy", "global") != "global":
-        raise UserError(f"--policy with the workload's batch_policy {workload.batch_policy!r}: a resized trial's "
-                        f"global batch would grow without the learning-rate rule RASDA applies (not implemented); "
-                        f"use batch_policy global")
+    workload = load_workload(plan.workload_spec)  # the workload must load
     plan.time_model()  # and the profile give a time model
 
     from nasalloc.workloads.distributed import resolve_device
@@ -162,7 +158,7 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
         for repeat in range(1, repeats + 1):
             for choice, predicted in zip(chosen, predictions):
                 task = SplitTask(algorithm=choice.algorithm, gpus_per_trial=choice.gpus_per_trial, budget=plan.budget,
-                                 workload=plan.workload, make_scheduler=plan.scheduler_factory(choice.algorithm),
+                                 workload=plan.workload_spec, make_scheduler=plan.scheduler_factory(choice.algorithm),
                                  max_t=plan.max_t, seed=plan.seed(choice.algorithm), gpus_per_node=gpus_per_node,
                                  predicted_makespan_s=predicted.makespan_s, metric_name=plan.metric_name,
                                  mode=plan.mode, repeat=repeat, row_seeds=row_seeds, policy=choice.policy,
@@ -217,10 +213,13 @@ def predict(plan, choice, gpus_per_node=None, noise_seed=None):
         policy = parse_policy(choice.policy, plan.budget, gpus_per_node or plan.gpus_per_node, int((plan.data.get("scheduler") or {}).get("eta", 3)))
         return simulate_policy(plan.scheduler_factory(choice.algorithm)(), policy, plan.time_model(), plan.table(),
                                seed=seed if noise_seed is None else noise_seed, algorithm=choice.algorithm,
-                               record_events=False)
+                               record_events=False, scaling=plan.batch_scaling())
+    from nasalloc.simulator.batchscaling import stretched_table
+
     split = make_split(plan.budget, gpus_per_node or plan.gpus_per_node, choice.gpus_per_trial)
     seed = plan.seed(choice.algorithm)
-    return simulate(plan.scheduler_factory(choice.algorithm)(), split, plan.time_model(), plan.table(),
+    table = stretched_table(plan.table(), choice.gpus_per_trial, plan.batch_scaling())  # the plan's curves for g
+    return simulate(plan.scheduler_factory(choice.algorithm)(), split, plan.time_model(), table,
                     seed=seed if noise_seed is None else noise_seed, algorithm=choice.algorithm, record_events=False)
 
 
@@ -236,7 +235,7 @@ def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, dr
     from .compare import decision_agreement, measure, resimulate
     from .report import comparison_row, write_report
 
-    rows, notes = [], [_seeds_note(plan, results)]
+    rows, notes = [], [_seeds_note(plan, results), _lr_rule_note(plan)]
     notes = [n for n in notes if n]
     for choice, task, predicted, outcome, split in results:
         run_dir = out / task.dirname
@@ -286,6 +285,17 @@ def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, dr
         return write_repeat_report(out, rows, draws, repeats, plan_path=str(plan.path), complete=complete,
                                    notes=notes)
     return write_report(out, rows, plan_path=str(plan.path), complete=complete, notes=notes)
+
+
+def _lr_rule_note(plan):
+    """What the trainers did to the learning rate, when the global batch grew with the ranks."""
+    from nasalloc.workloads.registry import load_workload
+
+    if getattr(load_workload(plan.workload_spec), "batch_policy", "global") != "per_gpu":
+        return None
+    return ("batch policy per_gpu: a trial on n ranks trains with n times the config's batch, and its learning "
+            "rate is the config's times n (SGD) or sqrt(n) (Adam), RASDA's rule; a trial resized between rungs "
+            "restores its checkpoint and rescales the rate to its new number of ranks")
 
 
 def _seeds_note(plan, results: list):

@@ -124,6 +124,23 @@ class Plan:
             self._table = table.truncated(self.max_t)
         return self._table
 
+    @property
+    def workload_spec(self):
+        """The plan's workload as the trainers must build it: with the batch policy it was
+        profiled with (a per_gpu profile trains per_gpu), else just its name."""
+        policy = (self.profile.get("workload") or {}).get("batch_policy")
+        if policy in (None, "global"):
+            return self.workload
+        return {"name": self.workload, "options": {"batch_policy": policy}}
+
+    def batch_scaling(self):
+        """How the simulation turned curves into each split's (``per_gpu``: stretched for the
+        global batch by the profile's noise scale), rebuilt from the plan's profile."""
+        from nasalloc.simulator.batchscaling import scaling_from
+
+        policy = (self.data.get("batch_scaling") or {}).get("policy")
+        return scaling_from(self.profile, policy)[0]
+
     def time_model(self):
         if self._time_model is None:
             from nasalloc.simulator.timemodel import time_model_from_profile

@@ -57,7 +57,12 @@ def _accepted(factory: Callable, options: dict) -> dict:
 
 
 def load_workload(spec: str, **options) -> Workload:
-    """The workload named by ``spec``; ``None`` options are left out (the factory's default)."""
+    """The workload named by ``spec``; ``None`` options are left out (the factory's default).
+    ``spec`` may also be ``{"name": ..., "options": {...}}`` (how validation hands a plan's
+    workload with its profiled options, e.g. the batch policy, to the rank processes)."""
+    if isinstance(spec, dict):
+        options = {**(spec.get("options") or {}), **options}
+        spec = spec.get("name")
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"workload {spec!r} is empty: expected one of {', '.join(WORKLOADS)} or package.module:factory")
     factory = _resolve(spec.strip())

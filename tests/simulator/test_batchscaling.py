@@ -130,3 +130,37 @@ def test_the_sweep_key_is_unchanged_without_batch_scaling():
     assert spec.key == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     assert dataclasses.replace(spec, batch_scaling="abc").key != spec.key
     assert dataclasses.replace(spec, allocation="{}").key != spec.key
+
+
+def test_a_curve_continued_at_the_same_batch_is_the_stretched_curve():
+    """ResizedCurves from position 0, or continued midway at the same batch, gives exactly what
+    stretched_table gives a trial that keeps one batch all its life."""
+    from nasalloc.simulator.batchscaling import ResizedCurves
+
+    table = make_table()
+    curves = ResizedCurves(table, _per_gpu(table))
+    for g in (1, 2, 8):
+        whole = stretched_table(table, g, _per_gpu(table))
+        for row in range(5):
+            positions, val, test = curves.continue_row(row, g, 0, 0.0)
+            assert val == whole.val[row].tolist() and test == whole.test[row].tolist()
+            rest = curves.continue_row(row, g, 9, positions[8])
+            assert rest[1] == pytest.approx(val[9:], abs=1e-12) and rest[0] == pytest.approx(positions[9:])
+
+
+def test_a_resized_trial_continues_from_where_its_smaller_batch_left_it():
+    from nasalloc.simulator.batchscaling import ResizedCurves
+
+    table = make_table()
+    scaling = _per_gpu(table)
+    curves = ResizedCurves(table, scaling)
+    row = 3
+    one = curves.continue_row(row, 1, 0, 0.0)
+    four = curves.continue_row(row, 4, 0, 0.0)
+    resized = curves.continue_row(row, 4, 3, one[0][2])     # 3 epochs on 1 GPU, then 4 GPUs
+    assert one[0][:3] == [1.0, 2.0, 3.0] and one[1][:3] == table.val[row, :3].tolist()
+    # each epoch at the 4x batch advances less than one recorded epoch, from u = 3 on
+    steps = np.diff([3.0] + resized[0])
+    assert np.all(steps < 1.0) and np.all(steps > 0.0)
+    assert np.all(np.array(resized[1]) <= table.val[row, 3:] + 1e-12)       # behind the one-GPU curve
+    assert np.all(np.array(resized[1]) >= np.array(four[1][3:]) - 1e-12)    # ahead of a 4-GPU life

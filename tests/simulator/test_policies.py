@@ -190,3 +190,51 @@ def test_policy_lists():
     assert statics == [1.0, 4.0]
     assert [p.name for p in adaptive] == ["double:1,3", "double:2,3", "double:4,3", "double:8,3", "fill",
                                           "double:1,2"]
+
+
+def test_per_gpu_under_a_policy_continues_each_curve_at_the_segment_batch():
+    """double:1,2 with per_gpu batches: the epochs of a trial's 1-GPU segment report its recorded
+    curve, its later epochs the curve continued at 2x and 4x the batch; without scaling all
+    epochs report the recorded curve; fast and epoch-by-epoch paths agree."""
+    from nasalloc.simulator.batchscaling import BatchScaling, NoiseScaleCurve
+
+    table = make_table(rows=1, epochs=9, costs=False)
+    model = time_model(epoch_s=8.0, startup_s=1.0, save_s=2.0, load_s=3.0)
+    scaling = BatchScaling(policy="per_gpu", noise=NoiseScaleCurve((1.0, 9.0), (20.0, 80.0)), batch_key="width")
+
+    def run(scaling, epoch_by_epoch=False):
+        scheduler = make_scheduler("asha", source=TableSource(table.space, table.configs), max_t=9, eta=3,
+                                   mode=table.mode, seed=0, trials=1)
+        return simulate_policy(scheduler, parse_policy("double:1,2", 4, 4), model, table, seed=0,
+                               scaling=scaling, epoch_by_epoch=epoch_by_epoch)
+
+    plain, batched = run(None), run(scaling)
+    metrics = lambda r: [(e.epoch, e.gpus, e.metric) for e in r.events if e.kind == "epoch"]
+    assert [m for _, _, m in metrics(plain)] == pytest.approx(table.val[0].tolist())
+    got = metrics(batched)
+    assert [g for _, g, _ in got] == [1, 2, 2, 4, 4, 4, 4, 4, 4]
+    assert got[0][2] == table.val[0, 0]                       # one GPU: the recorded batch
+    assert all(m < r - 1e-6 for (_, _, m), r in zip(got[1:], table.val[0, 1:]))  # larger batches: behind
+    assert metrics(run(scaling, epoch_by_epoch=True)) == got
+
+
+def test_simulate_policies_with_per_gpu_batches(tmp_path):
+    """The CLI no longer refuses --policies with per_gpu: it notes the model and writes policies.csv."""
+    import json
+    from click.testing import CliRunner
+    from nasalloc.simulator.cli import simulate as simulate_cmd
+
+    profile = json.loads((__import__("pathlib").Path(__file__).parents[2] / "results" / "reference" /
+                          "digits_cpu_profile.json").read_text())
+    profile["noise_scale"] = {"points": [{"epoch": 1, "b_noise": 40.0}, {"epoch": 9, "b_noise": 160.0}],
+                              "batch_small": 16, "batch_big": 64}
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile))
+    result = CliRunner().invoke(simulate_cmd, ["--budget", "2", "--profile", str(path), "--algorithms", "asha",
+                                               "--seeds", "1", "--policies", "static,double:1,2",
+                                               "--batch-policy", "per_gpu", "--out", str(tmp_path / "out"),
+                                               "--quiet"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert any("policies under per_gpu" in n for n in plan["notes"])
+    assert (tmp_path / "out" / "policies.csv").read_text().count("double:1,2") == 1

@@ -33,3 +33,14 @@ def test_changed_or_missing_curves_are_one_line_naming_them(tmp_path, nasalloc_c
     trace.unlink()
     with pytest.raises(UserError, match="are not found"):
         Plan(out / "plan.json").table()
+
+
+def test_the_plan_trains_with_the_batch_policy_it_was_profiled_with():
+    from types import SimpleNamespace
+
+    from nasalloc.validate.plan import Plan
+
+    plan = SimpleNamespace(workload="digits", profile={"workload": {"batch_policy": "per_gpu"}})
+    assert Plan.workload_spec.fget(plan) == {"name": "digits", "options": {"batch_policy": "per_gpu"}}
+    plan.profile = {"workload": {"batch_policy": "global"}}
+    assert Plan.workload_spec.fget(plan) == "digits"  # as before: the name alone

@@ -50,3 +50,11 @@ def test_bad_specs_are_one_line_user_errors(spec, message):
         load_workload(spec)
     text = str(err.value)
     assert message in text and "\n" not in text and repr(spec) in text
+
+
+def test_a_spec_with_options_carries_the_profiled_batch_policy():
+    """Validation hands the plan's workload to the rank processes as {"name", "options"} so a
+    per_gpu profile's trials train per_gpu (and get RASDA's learning-rate rule)."""
+    workload = load_workload({"name": "digits", "options": {"batch_policy": "per_gpu"}})
+    assert workload.batch_policy == "per_gpu"
+    assert load_workload({"name": "digits"}).batch_policy == "global"
