@@ -7,13 +7,22 @@ best is shown), of ``double:G0,eta`` from every start G0 (RASDA's rule with S = 
 ``double:G0,2``, and of ``fill`` (HyperBand/BOHB), and the gains best static / policy and, for
 ``double``, static:G0 / policy (RASDA's own comparison: ASHA kept on its starting allocation).
 
-    python bench/bench_policies.py [--budgets 64,1024] [--seeds 3] [--jobs 2]
+    python bench/bench_policies.py [--budgets 64,1024] [--seeds 3] [--jobs 2] [--scenario saturating]
+
+``--scenario saturating``: the same, on a communication-bound variant of the default profile
+(constructed, not published: the all-reduce latency s0 raised to t_compute / 8, so a trial on
+8 GPUs runs at 50% efficiency and no trial runs more than 8x faster than on one GPU, about
+5-6x across nodes); written to ``--out`` as ``saturating_profile.json`` and used like a
+``--profile``. ``--profile PATH`` runs any other profile (e.g. the committed CPU profile
+results/reference/digits_cpu_profile.json, where two ranks are slower than one).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 
 from nasalloc.simulator.policies import Policy, placeable
@@ -38,8 +47,25 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def bench(budget: int, seeds: int, jobs: int) -> None:
-    prepared = prepare(budget=budget, seeds=seeds, out="/tmp/nasalloc-bench-policies")
+def saturating_profile(out_dir: Path) -> Path:
+    """The default profile with s0 = t_compute / 8 (see the module docstring)."""
+    from importlib.resources import files
+
+    profile = json.loads(files("nasalloc").joinpath("data/default_profile.json").read_text())
+    model = profile["model"]
+    model["s0"] = model["t_compute"] / 8
+    profile["source"] = ("constructed for bench/bench_policies.py --scenario saturating: the embedded default "
+                         "profile with the all-reduce latency s0 raised to t_compute / 8 (50% efficiency at 8 GPUs)")
+    profile["fit"] = {"kind": "constructed", "r2": None, "loo_rel_error": None, "points": []}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "saturating_profile.json"
+    path.write_text(json.dumps(profile, indent=1))
+    return path
+
+
+def bench(budget: int, seeds: int, jobs: int, profile=None, label: str = "default profile") -> None:
+    prepared = prepare(budget=budget, seeds=seeds, out="/tmp/nasalloc-bench-policies",
+                       profile_path=None if profile is None else str(profile))
     spec = prepared.spec
     eta = spec.eta
     sizes = placeable(budget, spec.gpus_per_node)
@@ -56,7 +82,10 @@ def bench(budget: int, seeds: int, jobs: int) -> None:
     for kind, algorithm, what, _, makespan in results:
         means.setdefault((algorithm, kind, what), []).append(makespan)
     means = {k: sum(v) / len(v) for k, v in means.items()}
-    print(f"\n== budget {budget} GPUs ({spec.gpus_per_node} per node), {seeds} seeds, default profile and curves "
+    speedups = ", ".join(f"{g:g}: {prepared.time_model.reference_epoch_seconds(1, 1) / _epoch(prepared, g):.1f}x"
+                         for g in sizes if g > 1)
+    print(f"\n== budget {budget} GPUs ({spec.gpus_per_node} per node), {seeds} seeds, {label}, default curves; "
+          f"epoch speedup over 1 GPU {speedups} "
           f"({len(results)} runs in {elapsed:.0f} s) ==")
     for algorithm in spec.algorithms:
         statics = {what: m for (a, kind, what), m in means.items() if a == algorithm and kind == "static"}
@@ -73,6 +102,11 @@ def bench(budget: int, seeds: int, jobs: int) -> None:
             print("    " + "; ".join(line[k:k + 3]))
 
 
+def _epoch(prepared, g: int) -> float:
+    n = prepared.spec.gpus_per_node
+    return prepared.time_model.reference_epoch_seconds(g, 1 if g <= n else g // n)
+
+
 def _call(task):
     function, args = task
     return function(args)
@@ -83,9 +117,17 @@ def main() -> None:
     parser.add_argument("--budgets", default="64,1024")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--scenario", choices=("default", "saturating"), default="default")
+    parser.add_argument("--profile", default=None, help="any profile.json instead of the scenario's")
+    parser.add_argument("--out", default="/tmp/nasalloc-bench-policies")
     args = parser.parse_args()
+    profile, label = None, "default profile"
+    if args.profile:
+        profile, label = Path(args.profile), f"profile {args.profile}"
+    elif args.scenario == "saturating":
+        profile, label = saturating_profile(Path(args.out)), "saturating profile (s0 = t_compute/8, constructed)"
     for budget in (int(b) for b in args.budgets.split(",")):
-        bench(budget, args.seeds, args.jobs)
+        bench(budget, args.seeds, args.jobs, profile, label)
 
 
 if __name__ == "__main__":
