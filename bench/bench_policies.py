@@ -4,10 +4,11 @@ On the embedded default scenario (published ResNet-50 A100 profile, shipped digi
 semantics, one full HyperBand iteration of brackets; ASHA as many trials), for HyperBand, ASHA
 and BOHB at each budget: the mean makespan over seeds of every static power-of-two split (the
 best is shown), of ``double:G0,eta`` from every start G0 (RASDA's rule with S = eta) and
-``double:G0,2``, and of ``fill`` (HyperBand/BOHB), and the gains best static / policy and, for
-``double``, static:G0 / policy (RASDA's own comparison: ASHA kept on its starting allocation).
+``double:G0,2``, and of ``fill`` (HyperBand/BOHB), and the gains: best static / policy paired
+by seed (the same search and noise seed on both), mean and 95% t-interval, and for ``double``
+static:G0 / policy (RASDA's own comparison: ASHA kept on its starting allocation).
 
-    python bench/bench_policies.py [--budgets 64,1024] [--seeds 3] [--jobs 2] [--scenario saturating]
+    python bench/bench_policies.py [--budgets 64,1024] [--seeds 10] [--jobs 2] [--scenario saturating]
 
 ``--scenario saturating``: the same, on a communication-bound variant of the default profile
 (constructed, not published: the all-reduce latency s0 raised to t_compute / 8, so a trial on
@@ -27,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from nasalloc.simulator.policies import Policy, placeable
 from nasalloc.simulator.policysweep import run_one as run_policy
+from nasalloc.simulator.report import t_interval
 from nasalloc.simulator.setup import prepare
 from nasalloc.simulator.sweep import _Context, run_one as run_static
 
@@ -78,28 +80,28 @@ def bench(budget: int, seeds: int, jobs: int, profile=None, label: str = "defaul
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         results = list(pool.map(_call, tasks))
     elapsed = time.perf_counter() - began
-    means: dict = {}
-    for kind, algorithm, what, _, makespan in results:
-        means.setdefault((algorithm, kind, what), []).append(makespan)
-    means = {k: sum(v) / len(v) for k, v in means.items()}
+    by_seed: dict = {}
+    for kind, algorithm, what, seed, makespan in results:
+        by_seed.setdefault((algorithm, kind, what), {})[seed] = makespan
+    means = {k: sum(v.values()) / len(v) for k, v in by_seed.items()}
     speedups = ", ".join(f"{g:g}: {prepared.time_model.reference_epoch_seconds(1, 1) / _epoch(prepared, g):.1f}x"
                          for g in sizes if g > 1)
     print(f"\n== budget {budget} GPUs ({spec.gpus_per_node} per node), {seeds} seeds, {label}, default curves; "
-          f"epoch speedup over 1 GPU {speedups} "
-          f"({len(results)} runs in {elapsed:.0f} s) ==")
+          f"epoch speedup over 1 GPU {speedups} ({len(results)} runs in {elapsed:.0f} s) ==")
     for algorithm in spec.algorithms:
         statics = {what: m for (a, kind, what), m in means.items() if a == algorithm and kind == "static"}
         best_g = min(statics, key=statics.get)
-        best = statics[best_g]
-        print(f"{algorithm}: best static {best_g:g} GPUs/trial {hours(best)}")
+        best = by_seed[(algorithm, "static", best_g)]
+        print(f"{algorithm}: best static {best_g:g} GPUs/trial {hours(statics[best_g])}")
         line = []
-        for (a, kind, what), m in means.items():
+        for (a, kind, what), runs in by_seed.items():
             if a == algorithm and kind == "policy":
+                gain, low, high = t_interval([best[s] / runs[s] for s in runs], clip_at_zero=False)
                 start = float(what.split(":")[1].split(",")[0]) if what.startswith("double") else None
-                own = f", {statics[start] / m:.2f}x static:{start:g}" if start in statics else ""
-                line.append(f"{what} {hours(m)} ({best / m:.2f}x best{own})")
-        for k in range(0, len(line), 3):
-            print("    " + "; ".join(line[k:k + 3]))
+                own = f", {statics[start] / means[(a, kind, what)]:.2f}x static:{start:g}" if start in statics else ""
+                line.append(f"{what} {hours(means[(a, kind, what)])} ({gain:.2f}x [{low:.2f}, {high:.2f}] best{own})")
+        for k in range(0, len(line), 2):
+            print("    " + "; ".join(line[k:k + 2]))
 
 
 def _epoch(prepared, g: int) -> float:
@@ -115,7 +117,7 @@ def _call(task):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budgets", default="64,1024")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--scenario", choices=("default", "saturating"), default="default")
     parser.add_argument("--profile", default=None, help="any profile.json instead of the scenario's")
