@@ -26,7 +26,6 @@ there, so both paths ask the policy after the very same results.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 
@@ -155,35 +154,13 @@ class _AdaptiveSimulation(_Simulation):
         if self.next_decision is None:
             self.yields += 1
             yield env.at(training, own)
-        noise = trial.noise
         while True:
             base_s, _, _, save_s, _, roundtrip_s = self.costs(g)
-            epoch_s = trial.rel_cost * base_s
-            first = trial.epoch + 1
-            last = first
-            if self.next_decision is not None and self.quiet:
-                last = max(first, min(self.next_decision(trial.trial_id, trial.epoch), self.max_epochs + 1))
-                rung = self.ask(trial).next_rung
-                if rung is not None and rung >= first:
-                    last = min(last, rung)
-            t = trial.last_end = training
-            if last > first:
-                planned = trial.planned
-                for k in range(first, last):
-                    t = t + epoch_s * noise[k - 1] + roundtrip_s
-                    planned.append(t)
-                heapq.heappush(self.virtual, (planned[0], own, trial.trial_id))
-                if not self.quiet:
-                    self._after_call()
-            self.stretches += 1
-            yield env.at(t + epoch_s * noise[last - 1] + roundtrip_s, own)
-            self._catch_up(own)
-            while trial.planned:
-                self._result(trial, trial.planned.popleft())
-            decision, metric, test_metric = self._result(trial, env.now)
+            # the level can change only at the next rung: never plan a stretch past it
+            cap = self.ask(trial).next_rung if self.next_decision is not None and self.quiet else None
+            decision, metric, test_metric = yield from self.train_stretch(trial, training, trial.rel_cost * base_s,
+                                                                          roundtrip_s, cap)
             training = env.now
-            self.notify()
-            self._after_call()
             if decision is Decision.CONTINUE or decision == "continue":
                 new_g = self.policy.gpus(self.ask(trial))
                 if new_g == g:
@@ -208,19 +185,7 @@ class _AdaptiveSimulation(_Simulation):
                     self.yields += 1
                     yield env.at(training, own)
                 continue
-            if decision is Decision.PAUSE or decision == "pause":
-                trial.saved = env.event()
-                self.yields += 1
-                yield env.at(env.now + save_s, own)
-                trial.saved.succeed()
-                trial.saved = None
-                kind = "pause"
-            elif decision is Decision.STOP or decision == "stop":
-                kind = "complete" if trial.epoch >= scheduler.max_t else "stop"
-            else:
-                raise RuntimeError(f"{type(scheduler).__name__}.on_result returned {decision!r}")
-            self.put(g, time_s=env.now, kind=kind, trial_id=trial.trial_id, epoch=trial.epoch, metric=metric,
-                     test_metric=None if math.isnan(test_metric) else test_metric)
+            yield from self.close_segment(trial, decision, metric, test_metric, save_s)
             break
         self.active -= 1
         self.busy_gpu_s += g * (env.now - began)

@@ -346,8 +346,59 @@ class _Simulation:
                            + self.overhead_on("checkpoint_load_s", gpu))
         raise RuntimeError(f"{type(self.scheduler).__name__}.suggest() returned {action!r}")
 
+    def train_stretch(self, trial: _Trial, training: float, epoch_s: float, roundtrip_s: float, cap=None):
+        """Train ``trial`` from time ``training`` through its next stretch: the epochs up to the
+        next one at which a decision can change (one epoch on the epoch-by-epoch path; never
+        past epoch ``cap`` if given), each handed to the scheduler in order at its simulated
+        end. Returns the scheduler's (decision, metric, test metric) for the stretch's last."""
+        env, own, noise = self.env, trial.priority, trial.noise
+        first = trial.epoch + 1
+        last = first
+        if self.next_decision is not None and self.quiet:  # else one epoch: it would tick anyway
+            last = max(first, min(self.next_decision(trial.trial_id, trial.epoch), self.max_epochs + 1))
+            if cap is not None and cap >= first:
+                last = min(last, cap)
+        t = trial.last_end = training
+        if last > first:
+            planned = trial.planned
+            for k in range(first, last):
+                t = t + epoch_s * noise[k - 1] + roundtrip_s
+                planned.append(t)
+            heapq.heappush(self.virtual, (planned[0], own, trial.trial_id))
+            if not self.quiet:
+                self._after_call()  # an earlier virtual epoch than the armed one
+        self.stretches += 1
+        yield env.at(t + epoch_s * noise[last - 1] + roundtrip_s, own)
+        self._catch_up(own)
+        while trial.planned:  # its own, ending at this very time (zero-length epochs)
+            self._result(trial, trial.planned.popleft())
+        outcome = self._result(trial, env.now)
+        self.notify()
+        self._after_call()
+        return outcome
+
+    def close_segment(self, trial: _Trial, decision, metric: float, test_metric: float, save_s: float):
+        """End a segment the scheduler paused (its checkpoint saved in ``save_s``, then the
+        record) or stopped (the record: ``complete`` at max_t, else ``stop``)."""
+        env = self.env
+        if decision is Decision.PAUSE or decision == "pause":
+            trial.saved = env.event()
+            self.yields += 1
+            yield env.at(env.now + save_s, trial.priority)
+            trial.saved.succeed()
+            trial.saved = None
+            kind = "pause"
+        elif decision is Decision.STOP or decision == "stop":
+            kind = "complete" if trial.epoch >= self.scheduler.max_t else "stop"
+        else:
+            raise RuntimeError(f"{type(self.scheduler).__name__}.on_result returned {decision!r}")
+        if self.record:
+            self.events.append(Event(time_s=env.now, kind=kind, trial_id=trial.trial_id, epoch=trial.epoch,
+                                     gpus=self.epoch_gpus(trial), metric=metric,
+                                     test_metric=None if math.isnan(test_metric) else test_metric))
+
     def segment(self, action, placement):
-        env, scheduler = self.env, self.scheduler
+        env = self.env
         shared, gpu = self.shared, placement[0]
         trial, setup_s = yield from self.open_segment(action, placement)
         began = env.now
@@ -358,47 +409,15 @@ class _Simulation:
         # else it is folded into the first stretch: nothing happens at its end but the first epoch
 
         epoch_s, roundtrip_s = trial.rel_cost * self.base_epoch_s, self.roundtrip_s
-        noise, own = trial.noise, trial.priority
         while True:
-            first = trial.epoch + 1
-            last = first
-            if self.next_decision is not None and self.quiet:  # else one epoch: it would tick anyway
-                last = max(first, min(self.next_decision(trial.trial_id, trial.epoch), self.max_epochs + 1))
-            t = trial.last_end = training
-            if shared is not None:  # epoch by epoch (last == first): this epoch at the sharers busy now
+            if shared is not None:  # epoch by epoch (one-epoch stretches): this epoch at the sharers busy now
                 epoch_s, roundtrip_s = trial.rel_cost * shared.epoch_seconds(gpu), shared.overhead("roundtrip_s", gpu)
-            if last > first:
-                planned = trial.planned
-                for k in range(first, last):
-                    t = t + epoch_s * noise[k - 1] + roundtrip_s
-                    planned.append(t)
-                heapq.heappush(self.virtual, (planned[0], own, trial.trial_id))
-                if not self.quiet:
-                    self._after_call()  # an earlier virtual epoch than the armed one
-            self.stretches += 1
-            yield env.at(t + epoch_s * noise[last - 1] + roundtrip_s, own)
-            self._catch_up(own)
-            while trial.planned:  # its own, ending at this very time (zero-length epochs)
-                self._result(trial, trial.planned.popleft())
-            decision, metric, test_metric = self._result(trial, env.now)
+            decision, metric, test_metric = yield from self.train_stretch(trial, training, epoch_s, roundtrip_s)
             training = env.now
-            self.notify()
-            self._after_call()
             if decision is Decision.CONTINUE or decision == "continue":
                 continue
-            if decision is Decision.PAUSE or decision == "pause":
-                trial.saved = env.event()
-                self.yields += 1
-                yield env.at(env.now + self.overhead_on("checkpoint_save_s", gpu), own)
-                trial.saved.succeed()
-                trial.saved = None
-                kind = "pause"
-            elif decision is Decision.STOP or decision == "stop":
-                kind = "complete" if trial.epoch >= scheduler.max_t else "stop"
-            else:
-                raise RuntimeError(f"{type(scheduler).__name__}.on_result returned {decision!r}")
-            self.emit(time_s=env.now, kind=kind, trial_id=trial.trial_id, epoch=trial.epoch, metric=metric,
-                      test_metric=None if math.isnan(test_metric) else test_metric)
+            yield from self.close_segment(trial, decision, metric, test_metric,
+                                          self.overhead_on("checkpoint_save_s", gpu))
             break
         self.active -= 1
         if shared is not None:
@@ -406,7 +425,7 @@ class _Simulation:
         self.busy_slot_s += env.now - began
         self.makespan = max(self.makespan, env.now)
         self.notify()
-        return own
+        return trial.priority
 
     # -- result -------------------------------------------------------------------------------
     def run(self, algorithm: str, seed: int) -> SimulationResult:
