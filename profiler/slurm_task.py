@@ -63,12 +63,15 @@ def narrowed_gpus(env: Mapping[str, str], index: int) -> str:
 
 
 def placement_line(env: Mapping[str, str]) -> str:
-    """``nasalloc slurm_task: rank R/W local L node N on NODE (host H) rendezvous ADDR:PORT``."""
+    """``nasalloc slurm_task: rank R/W local L node N on NODE (host H) rendezvous ADDR:PORT``, then
+    `` step JOB.STEP`` inside a job step (so a log says which step its rank belonged to)."""
     def get(name: str) -> str:
         return env.get(name) or "?"
+    step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")
     return (f"nasalloc slurm_task: rank {get('RANK')}/{get('WORLD_SIZE')} local {get('LOCAL_RANK')} "
             f"node {get('NODE_RANK')} on {get('SLURMD_NODENAME')} (host {platform.node()}) "
-            f"rendezvous {get('MASTER_ADDR')}:{get('MASTER_PORT')}")
+            f"rendezvous {get('MASTER_ADDR')}:{get('MASTER_PORT')}"
+            + (f" step {get('SLURM_JOB_ID')}.{step}" if step else ""))
 
 
 def main(argv: list[str]) -> None:

@@ -14,6 +14,10 @@ first served):
   of it (the trial runs on, to it). Records: ``pause`` and ``resume`` with ``extra.resize``; every
   record carries its segment's GPUs.
 
+``--resume``: a trial that was in flight, or waiting for its group, when the run stopped goes on
+from its last checkpoint on the GPUs the policy gives its next epochs (the milestone it started
+towards and the GPUs of its last segment are in ``state.json``); the rest as in :mod:`.runner`.
+
 The checkpoint restores onto the new world size (model, optimizer and the sampler's epoch; the
 per-rank random state is reseeded when the count changed, see ``workloads/training.py``). With
 the ``global`` batch policy each step's global batch, and so the learning curve, is unchanged.
@@ -22,15 +26,13 @@ the ``global`` batch policy each step's global batch, and so the learning curve,
 from __future__ import annotations
 
 from collections import deque
+from typing import Optional
 
-from nasalloc.errors import UserError
-from nasalloc.records import Event
 from nasalloc.simulator.cluster import Slot, make_split
 from nasalloc.simulator.gpupool import GpuPool
 from nasalloc.simulator.policies import ask_for, parse_policy, rung_ladder
-from nasalloc.simulator.schedulers.base import DONE, WAIT, Resume, Start
 
-from .runner import ROW_KEY, Runner
+from .runner import Runner, Segment
 from .state import TrialBook
 
 
@@ -43,97 +45,64 @@ class AdaptiveRunner(Runner):
         self.slots = list(self.split.slots)
         self.workers = task.budget // self.policy.min_gpus
         self.pool = GpuPool(task.budget, gpn)
-        self.queue: deque = deque()       # (book, kind, gpus, extra) waiting for their group
-        self.first: dict[int, int] = {}   # trial -> the milestone it started towards
+        self.queue: deque = deque()          # (book, kind, gpus, restart, extra) waiting for their group
         self.resize_to: dict[str, int] = {}  # segment token -> the count its trial goes on with
-        self.current_gpus: dict[int, int] = {}
-        self.ranks = self.policy.min_gpus  # the executor checks ranks x workers: the budget at most
+        self.ranks = self.policy.min_gpus    # the executor checks ranks x workers: the budget at most
 
     def _open(self, resume: bool) -> None:
-        if resume:
-            raise UserError("--resume of an adaptive-policy validation is not supported yet; run it again "
-                            "into a new --out")
         super()._open(resume)
         self.ladder = rung_ladder(self.scheduler)
 
-    def _record(self, kind: str, book: TrialBook, epoch: int, **fields) -> None:
-        gpus = self.current_gpus.get(book.trial_id, self.policy.min_gpus)
-        event = Event(time_s=round(self.now(), 4), kind=kind, trial_id=book.trial_id, epoch=epoch, gpus=gpus, **fields)
-        self.events.write(event.to_dict())
+    def _gpus_of(self, book: TrialBook) -> float:
+        return book.gpus if book.gpus is not None else self.policy.min_gpus
 
     def _gpus_for(self, book: TrialBook) -> int:
-        return self.policy.gpus(ask_for(self.scheduler, self.ladder, book.trial_id, self.first[book.trial_id],
-                                        book.reported))
+        """What the policy gives the trial's next epochs (the engine asks the very same)."""
+        return self.policy.gpus(ask_for(self.scheduler, self.ladder, book.trial_id, book.milestone, book.reported))
 
-    # -- launching ---------------------------------------------------------------------------
-    def _fill_slots(self) -> None:
-        while not self.done and len(self.active) + len(self.queue) < self.workers:
-            action = self.scheduler.suggest()
-            if action is DONE:
-                self.done = True
-                self._close_paused()
-            elif action is WAIT:
-                break
-            elif isinstance(action, Start):
-                config = dict(action.config)
-                row = config.pop(ROW_KEY, None)
-                book = TrialBook(action.trial_id, config, row=None if row is None else int(row))
-                self.state.trials[book.trial_id] = book
-                self.first[book.trial_id] = int(action.milestone)
-                self.queue.append((book, "start", self._gpus_for(book), {}))
-            elif isinstance(action, Resume):
-                book = self.state.trials[action.trial_id]
-                book.status = "running"
-                self.queue.append((book, "resume", self._gpus_for(book), {}))
-            else:
-                raise RuntimeError(f"scheduler returned {action!r}, not Start, Resume, WAIT or DONE")
-            self._save()
-            if action is DONE:
-                break
-        self._serve_queue()
+    # -- placing: a worker per min_gpus of the budget, groups from the pool, first come first served
+    def _room(self) -> bool:
+        return len(self.active) + len(self.queue) < self.workers
 
-    def _serve_queue(self) -> None:
+    def _place(self, book: TrialBook, kind: str, restart: bool = False, gpus: Optional[int] = None,
+               extra: Optional[dict] = None) -> None:
+        self.queue.append((book, kind, self._gpus_for(book) if gpus is None else gpus, restart, extra))
+
+    def _serve(self) -> None:
         while self.queue:
-            book, kind, gpus, extra = self.queue[0]
+            book, kind, gpus, restart, extra = self.queue[0]
             placement = self.pool.take(gpus)
             if placement is None:
                 return
             self.queue.popleft()
-            self.current_gpus[book.trial_id] = gpus
-            self.free = [Slot(-1, placement, 1 if gpus <= self.pool.gpus_per_node else gpus // self.pool.gpus_per_node)]
-            self.ranks = gpus
-            self._launch(book, kind)
+            book.gpus = gpus
+            nodes = 1 if gpus <= self.pool.gpus_per_node else gpus // self.pool.gpus_per_node
+            self._launch(book, kind, Slot(-1, placement, nodes), gpus, restart=restart, extra=extra)
 
-    def _free(self, slot: Slot, what: str) -> None:
+    def _release(self, slot: Slot) -> None:
         self.pool.give(slot.gpus)
-        self._count()
-        self.progress.line(self.now(), what)
 
     # -- resizes ---------------------------------------------------------------------------------
-    def _on_epoch(self, seg, book, msg) -> None:
-        sent = []
-        send = self.channel.send
-        self.channel.send = lambda token, message: sent.append((token, message))
-        try:
-            super()._on_epoch(seg, book, msg)
-        finally:
-            self.channel.send = send
-        for token, message in sent:
-            if message.get("decision") == "continue":
-                new = self._gpus_for(book)
-                if new != self.current_gpus[book.trial_id]:
-                    self.resize_to[token] = new
-                    seg.answer = "pause"
-                    message = {"decision": "pause"}
-            send(token, message)
+    def _next_answer(self, seg: Segment, book: TrialBook, answer: str) -> str:
+        if answer == "continue":
+            new = self._gpus_for(book)
+            if new != book.gpus:
+                self.resize_to[seg.token] = new
+                return "pause"
+        return answer
 
-    def _end_segment(self, seg, code: int) -> None:
+    def _end_segment(self, seg: Segment, code: int) -> None:
         new = self.resize_to.pop(seg.token, None)
-        if new is None or not (seg.checkpointed or code == 0):
-            return super()._end_segment(seg, code)
+        if new is None or seg.interrupted and not (seg.checkpointed or code == 0):
+            return super()._end_segment(seg, code)  # killed while stopping: as any trial in flight
         book = self.state.trials[seg.trial_id]
+        if not (seg.checkpointed or code == 0):
+            # the scheduler holds it as running: a lost segment (restart from the last checkpoint, or fail)
+            self._lost(book, seg, self._error(seg.job))
+            self._save()
+            return
         self._record("pause", book, seg.last_epoch, extra={"segment": seg.number, "save_s": seg.save_s,
                                                            "checkpoint_epoch": book.checkpoint_epoch, "resize": new})
         self._free(seg.slot, f"trial {book.trial_id} resizes to {new} rank(s) at epoch {seg.last_epoch}")
-        self.queue.append((book, "resume", new, {"resize": True}))
+        self._place(book, "resume", gpus=new, extra={"resize": new})
         self._save()

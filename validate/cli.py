@@ -89,13 +89,11 @@ def validate(plan_path, algorithms, which, policy, executor_name, out, resume, t
     if any(c.policy for c in chosen) and executor_name == "ray":
         raise UserError("--executor ray runs Ray Tune's own search: adaptive policies run with the local or "
                         "slurm executor")
-    if any(c.policy for c in chosen) and repeats > 1:
-        raise UserError(f"--repeats {repeats} with an adaptive policy is not supported yet; give --repeats 1")
     out = Path(out)
     check_writable(out, "--out")
     lock = folder_lock(out)
     lock.refuse_if_held()  # a run holding the folder is named before any advice about it
-    _check_out(out, plan_path, algorithms, which, resume, trial_seeds)
+    _check_out(out, plan_path, algorithms, which, resume, trial_seeds, policy)
     plan.table()  # the curves must be there before anything runs
     for name in dict.fromkeys(c.algorithm for c in chosen):
         plan.scheduler_factory(name)  # and every scheduler must build
@@ -118,21 +116,22 @@ def validate(plan_path, algorithms, which, policy, executor_name, out, resume, t
         gpus_per_node, placement_note = executor.fit_plan(plan, [c.gpus_per_trial for c in chosen])
         predictions = [predict(plan, choice, gpus_per_node) for choice in chosen]
         lock.acquire()  # held for the run: one run writes a results folder at a time
-        _check_out(out, plan_path, algorithms, which, resume, trial_seeds)  # again, now that no other run can start
+        _check_out(out, plan_path, algorithms, which, resume, trial_seeds, policy)  # again, now that no other run can start
     except BaseException:
         lock.release()
         executor.close()
         raise
     try:
         _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
-                    resume, time_limit, grace, quiet, gpus_per_node, placement_note, repeats, trial_seeds, restarts)
+                    resume, time_limit, grace, quiet, gpus_per_node, placement_note, repeats, trial_seeds, restarts,
+                    policy)
     finally:
         lock.release()
 
 
 def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, device, executor_name, executor,
                 resume, time_limit, grace, quiet, gpus_per_node, placement_note, repeats=1,
-                trial_seeds="recorded", restarts=None) -> None:
+                trial_seeds="recorded", restarts=None, policy=None) -> None:
     """The run itself, once every input is checked and this process holds ``out``.
 
     With ``repeats`` N the splits run in rounds (run 1 of every split, then run 2, ...), so a
@@ -143,7 +142,7 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
     atomic_write_json(out / INVOCATION, {"plan": str(Path(plan_path).resolve()), "plan_sha256": _sha256(plan_path),
                                          "algorithms": algorithms,
                                          "which": which, "device": device, "executor": executor_name,
-                                         "repeats": repeats, "trial_seeds": trial_seeds})
+                                         "repeats": repeats, "trial_seeds": trial_seeds, "policy": policy})
     row_seeds = plan.table().train_seeds if trial_seeds == "recorded" else None
     stopper = Stopper(time_limit)
     previous = _install_signals(stopper)
@@ -174,7 +173,9 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
     finally:
         executor.close()
         _restore_signals(previous)
-    draws = {(c.algorithm, c.gpus_per_trial): predict_draws(plan, c, gpus_per_node)
+    from .report import split_key
+
+    draws = {split_key(c.algorithm, c.gpus_per_trial, c.policy): predict_draws(plan, c, gpus_per_node)
              for c in chosen} if repeats > 1 else None
     report = _report(plan, out, results, complete=stopper.reason is None, repeats=repeats, draws=draws)
     if repeats > 1:
@@ -192,6 +193,8 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
             command.append(f"--algorithms {algorithms}")
         if which != "best,worst":
             command.append(f"--which {which}")
+        if policy:
+            command.append(f"--policy {policy}")
         if repeats > 1:
             command.append(f"--repeats {repeats}")
         click.echo(f"stopped ({stopper.reason}): state saved; continue with: {' '.join(command)} --resume", err=True)
@@ -232,6 +235,8 @@ def predict_draws(plan, choice, gpus_per_node=None, draws: int = PREDICTED_DRAWS
 
 
 def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, draws=None) -> dict:
+    from nasalloc.simulator.policies import parse_policy
+
     from .compare import decision_agreement, measure, resimulate
     from .report import comparison_row, write_report
 
@@ -241,14 +246,15 @@ def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, dr
         run_dir = out / task.dirname
         measured = measure(run_dir, plan.mode)
         resim = None
-        if choice.policy:
-            notes.append(f"{task.label}: trials changed their number of ranks between rungs (the same policy "
-                         f"object the simulator asked); the re-simulation of an adaptive run is not implemented, so "
-                         f"only predicted against measured is shown; the global batch policy keeps each step's "
-                         f"global batch, so resized trials follow the same learning curve")
-        elif outcome.finished and measured.trials:
+        policy = parse_policy(choice.policy, plan.budget, split.gpus_per_node) if choice.policy else None
+        if policy is not None and task.repeat == 1:
+            notes.append(f"{choice.algorithm} policy {choice.policy}: trials changed their number of ranks between "
+                         f"rungs (the same policy object the simulator asked); the re-simulation replays the policy with the epoch, "
+                         f"start-up and save seconds measured at each number of ranks; the global batch policy "
+                         f"keeps each step's global batch, so resized trials follow the same learning curve")
+        if outcome.finished and measured.trials:
             resim = resimulate(task.make_scheduler, split, plan.table(), measured, run_dir, seed=task.seed,
-                               algorithm=task.algorithm)
+                               algorithm=task.algorithm, policy=policy)
         row = comparison_row(algorithm=choice.algorithm, which=choice.which, gpus_per_trial=choice.gpus_per_trial,
                              parallel_trials=split.parallel_trials, status=outcome.reason,
                              predicted_makespan_s=predicted.makespan_s,
@@ -257,6 +263,8 @@ def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, dr
         row["predicted_mean_makespan_s"] = choice.predicted_mean_s
         if choice.policy:
             row["policy"] = choice.policy
+            row["resizes"] = measured.resizes
+            row["resimulated_resizes"] = getattr(resim, "resizes", None)
         if resim is not None:
             agreement = decision_agreement(run_dir, resim)
             if agreement is not None:
@@ -312,7 +320,8 @@ def _seeds_note(plan, results: list):
             "on more ranks or threads only up to floating-point differences, so decisions can still part")
 
 
-def _check_out(out: Path, plan_path: str, algorithms, which, resume: bool, trial_seeds: str = "recorded") -> None:
+def _check_out(out: Path, plan_path: str, algorithms, which, resume: bool, trial_seeds: str = "recorded",
+               policy=None) -> None:
     previous = out / INVOCATION
     if resume:
         if not previous.exists():
@@ -326,6 +335,10 @@ def _check_out(out: Path, plan_path: str, algorithms, which, resume: bool, trial
         if earlier.get("trial_seeds", "fresh") != trial_seeds:
             raise UserError(f"--resume: {out} was validated with --trial-seeds {earlier.get('trial_seeds', 'fresh')}, "
                             f"not {trial_seeds}; pass the same")
+        if earlier.get("policy") != policy:
+            said = f"--policy {earlier['policy']}" if earlier.get("policy") else "no --policy"
+            raise UserError(f"--resume: {out} was validated with {said}, not "
+                            f"{f'--policy {policy}' if policy else 'none'}; pass the same")
     elif previous.exists():
         raise UserError(f"{out} holds an earlier validation; pass --resume to continue it or choose another --out")
 

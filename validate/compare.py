@@ -16,6 +16,15 @@ has them (the recorded curves elsewhere). So
 
 The adapter is small: a :class:`TimeModel` whose reference epoch takes 1 s at the split's
 GPUs (``t_fixed = 1``), a table whose ``rel_cost`` of a row is its measured seconds.
+
+A run under an adaptive policy (``validate --policy``) trained on several GPU counts; it is
+re-simulated under the same policy (:func:`~nasalloc.simulator.adaptive.simulate_policy`) with
+the costs it measured at each count: ``rel_cost`` is a config's seconds per epoch at the smallest
+count measured, the epoch at another count g takes ``epoch_factors[g]`` times that (the median
+over trials that ran on both of their mean epoch at g over their mean at the smallest; a count no
+trial shares with it: the ratio of the medians over trials), and start-up, resumed start-up and
+checkpoint save are the measured means per count (:class:`~nasalloc.simulator.timemodel.TimeModel`
+``per_gpus``; a count never measured takes the nearest measured one).
 """
 
 from __future__ import annotations
@@ -50,7 +59,14 @@ class Measured:
     save_s: float = 0.0
     load_s: float = 0.0
     restarts: int = 0        # segments re-run after an interruption (their cost is in makespan_s)
+    resizes: int = 0         # segments an adaptive policy ended to go on on another GPU count
     roundtrip_s: float = 0.0  # per epoch: from the runner's receipt of an epoch to the next one's start
+    # per GPU count the run trained on (several under an adaptive policy): epoch seconds relative
+    # to the smallest count, and the mean start-up, resumed start-up and save seconds measured there
+    epoch_factors: dict = field(default_factory=dict)
+    startup_by_gpus: dict = field(default_factory=dict)
+    resume_startup_by_gpus: dict = field(default_factory=dict)
+    save_by_gpus: dict = field(default_factory=dict)
 
 
 def _events(run_dir: Path) -> list[Event]:
@@ -61,10 +77,10 @@ def measure(run_dir: Path, mode: str = "max") -> Measured:
     events = _events(run_dir)
     sign = 1.0 if mode == "max" else -1.0
     last: dict[int, Event] = {}          # last reported (non-replay) epoch of each trial
-    seconds: dict[int, list] = {}
+    seconds: dict[int, list] = {}        # trial -> [(GPUs, seconds)] of its epochs
     rows: dict[int, int] = {}
     opened: dict[int, tuple] = {}        # trial -> (kind, time) of its open segment, until first epoch
-    startups, resume_startups, saves, loads = [], [], [], []
+    startups, resume_startups, saves, loads = [], [], [], []  # (GPUs, seconds)
     status: dict[int, str] = {}
     epoch_end: dict[int, float] = {}
     gaps = []                            # the round trip between consecutive epochs of a segment
@@ -76,7 +92,7 @@ def measure(run_dir: Path, mode: str = "max") -> Measured:
         elif e.kind == "epoch":
             if e.trial_id in opened and e.began_s is not None:
                 kind, launched = opened.pop(e.trial_id)
-                (startups if kind == "start" else resume_startups).append(e.began_s - launched)
+                (startups if kind == "start" else resume_startups).append((_gpus(e), e.began_s - launched))
             elif e.trial_id in epoch_end and e.began_s is not None:
                 gaps.append(max(0.0, e.began_s - epoch_end[e.trial_id]))
             if e.extra.get("load_s") is not None:
@@ -84,7 +100,7 @@ def measure(run_dir: Path, mode: str = "max") -> Measured:
             duration = (e.extra.get("train_s") or 0) + (e.extra.get("eval_s") or 0)
             if not duration and e.began_s is not None:
                 duration = e.time_s - e.began_s
-            seconds.setdefault(e.trial_id, []).append(float(duration))
+            seconds.setdefault(e.trial_id, []).append((_gpus(e), float(duration)))
             epoch_end[e.trial_id] = e.time_s
             if not e.extra.get("replay"):
                 last[e.trial_id] = e
@@ -93,11 +109,12 @@ def measure(run_dir: Path, mode: str = "max") -> Measured:
             # that is never resumed: the scheduler stopped it later, docs/formats.md)
             opened.pop(e.trial_id, None)
             if e.kind == "pause" and not e.extra.get("interrupted") and e.trial_id in epoch_end:
-                saves.append(e.time_s - epoch_end[e.trial_id])
+                saves.append((_gpus(e), e.time_s - epoch_end[e.trial_id]))
             if not e.extra.get("interrupted"):
                 status[e.trial_id] = e.kind
     ends = [e.time_s for e in events if e.kind in ("stop", "complete", "fail", "pause")]
     best = max(last.values(), key=lambda e: (sign * e.metric, -e.trial_id), default=None)
+    factors = epoch_factors(seconds)
     return Measured(
         makespan_s=max(ends, default=0.0),
         best_metric=best.metric if best else math.nan,
@@ -107,15 +124,54 @@ def measure(run_dir: Path, mode: str = "max") -> Measured:
         finished=sum(1 for s in status.values() if s in ("stop", "complete", "pause")),
         failed=sum(1 for s in status.values() if s == "fail"),
         epochs=sum(1 for e in events if e.kind == "epoch" and not e.extra.get("replay")),
-        epoch_seconds={t: float(np.mean(v)) for t, v in seconds.items() if v},
+        epoch_seconds={t: float(np.mean([s / factors[g] for g, s in v])) for t, v in seconds.items() if v},
         rows=rows,
-        startup_s=float(np.mean(startups)) if startups else math.nan,
-        resume_startup_s=float(np.mean(resume_startups)) if resume_startups else math.nan,
-        save_s=float(np.mean(saves)) if saves else 0.0,
+        startup_s=_mean(startups, math.nan),
+        resume_startup_s=_mean(resume_startups, math.nan),
+        save_s=_mean(saves, 0.0),
         load_s=float(np.mean(loads)) if loads else 0.0,
         restarts=sum(1 for e in events if e.kind in ("start", "resume") and e.extra.get("restart")),
+        resizes=sum(1 for e in events if e.kind == "pause" and e.extra.get("resize") is not None),
         roundtrip_s=float(np.mean(gaps)) if gaps else 0.0,
+        epoch_factors=factors,
+        startup_by_gpus=_by_gpus(startups), resume_startup_by_gpus=_by_gpus(resume_startups),
+        save_by_gpus=_by_gpus(saves),
     )
+
+
+def _gpus(event: Event) -> float:
+    return float(event.gpus) if event.gpus else 1.0
+
+
+def _mean(pairs: list, empty: float) -> float:
+    return float(np.mean([s for _, s in pairs])) if pairs else empty
+
+
+def _by_gpus(pairs: list) -> dict:
+    """GPU count -> mean seconds of the ``(GPUs, seconds)`` pairs measured at it."""
+    out: dict = {}
+    for g, s in pairs:
+        out.setdefault(float(g), []).append(s)
+    return {g: float(np.mean(v)) for g, v in sorted(out.items())}
+
+
+def epoch_factors(seconds: dict) -> dict:
+    """GPU count -> epoch seconds there relative to the smallest count the run trained on (1 for
+    it), from ``{trial: [(GPUs, seconds)]}`` (see the module docstring)."""
+    per_trial = {t: _by_gpus(v) for t, v in seconds.items() if v}
+    counts = sorted({g for means in per_trial.values() for g in means})
+    if not counts:
+        return {}
+    base = counts[0]
+    factors = {base: 1.0}
+    for g in counts[1:]:
+        ratios = [m[g] / m[base] for m in per_trial.values() if g in m and base in m and m[base] > 0]
+        if not ratios:
+            at_g = [m[g] for m in per_trial.values() if g in m]
+            at_base = [m[base] for m in per_trial.values() if base in m]
+            ratios = [float(np.median(at_g)) / float(np.median(at_base))]
+        factors[g] = float(np.median(ratios))
+    return factors
 
 
 def measured_time_model(measured: Measured, gpus_per_trial: float, gpus_per_node: Optional[int]):
@@ -134,6 +190,35 @@ def measured_time_model(measured: Measured, gpus_per_trial: float, gpus_per_node
                      overheads={"startup_s": startup, "checkpoint_save_s": measured.save_s,
                                 "checkpoint_load_s": load, "eval_s": 0.0, "roundtrip_s": measured.roundtrip_s},
                      epoch_cv=0.0, gpus_per_node=gpus_per_node, source="measured run")
+
+
+@dataclass
+class MeasuredScaling:
+    """Epoch seconds of the reference config at g GPUs: the measured factors, interpolated in
+    log2(g) between measured counts and held beyond them (:meth:`epoch_seconds` is all a
+    TimeModel asks of its scaling)."""
+
+    factors: dict
+
+    def epoch_seconds(self, gpus: float, nodes: int = 1) -> float:
+        counts = sorted(self.factors)
+        return float(np.interp(math.log2(gpus), [math.log2(g) for g in counts], [self.factors[g] for g in counts]))
+
+
+def measured_policy_time_model(measured: Measured, gpus_per_node: Optional[int]):
+    """The TimeModel of a run on several GPU counts: measured epoch factors and per-count overheads."""
+    from nasalloc.simulator.timemodel import TimeModel
+
+    startup = measured.startup_s if math.isfinite(measured.startup_s) else 0.0
+    resume = measured.resume_startup_s if math.isfinite(measured.resume_startup_s) else startup
+    per_gpus = {name: sorted(values.items()) for name, values in (
+        ("startup_s", measured.startup_by_gpus), ("resume_s", measured.resume_startup_by_gpus),
+        ("checkpoint_save_s", measured.save_by_gpus)) if values}
+    # a measured resumed start-up holds the checkpoint load: the engine's load is 0 on top of it
+    return TimeModel(scaling=MeasuredScaling(dict(measured.epoch_factors) or {1.0: 1.0}),
+                     overheads={"startup_s": startup, "resume_s": resume, "checkpoint_save_s": measured.save_s,
+                                "checkpoint_load_s": 0.0, "eval_s": 0.0, "roundtrip_s": measured.roundtrip_s},
+                     per_gpus=per_gpus, epoch_cv=0.0, gpus_per_node=gpus_per_node, source="measured run")
 
 
 def measured_table(table, measured: Measured, run_dir: Path):
@@ -165,13 +250,20 @@ def measured_table(table, measured: Measured, run_dir: Path):
 
 
 def resimulate(make_scheduler, split, table, measured: Measured, run_dir: Path, *, seed: int = 0,
-               algorithm: str = ""):
-    """The engine's run of a fresh scheduler with the measured costs and metrics."""
+               algorithm: str = "", policy=None):
+    """The engine's run of a fresh scheduler with the measured costs and metrics; under the
+    run's adaptive ``policy`` (a :class:`~nasalloc.simulator.policies.Policy`) when it had one."""
+    table = measured_table(table, measured, run_dir)
+    if policy is not None and policy.adaptive:
+        from nasalloc.simulator.adaptive import simulate_policy
+
+        model = measured_policy_time_model(measured, split.gpus_per_node)
+        return simulate_policy(make_scheduler(), policy, model, table, seed=seed, algorithm=algorithm,
+                               record_events=True)
     from nasalloc.simulator.engine import simulate
 
     model = measured_time_model(measured, split.gpus_per_trial, split.gpus_per_node)
-    return simulate(make_scheduler(), split, model, measured_table(table, measured, run_dir),
-                    seed=seed, algorithm=algorithm, record_events=True)
+    return simulate(make_scheduler(), split, model, table, seed=seed, algorithm=algorithm, record_events=True)
 
 
 def last_epochs(events) -> dict:

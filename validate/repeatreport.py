@@ -34,8 +34,9 @@ from nasalloc.simulator.labels import duration
 
 from .compare import relative_error
 from .intervals import fraction, predicted_intervals, ratio_interval, t_interval
+from .report import split_key, split_label, split_name
 
-COLUMNS = ["algorithm", "which", "gpus_per_trial", "parallel_trials", "repeats", "runs_finished",
+COLUMNS = ["algorithm", "which", "policy", "gpus_per_trial", "parallel_trials", "repeats", "runs_finished",
            "predicted_mean_s", "predicted_low_s", "predicted_high_s", "predicted_run_low_s", "predicted_run_high_s",
            "measured_mean_s", "measured_low_s", "measured_high_s", "mean_inside", "runs_inside",
            "makespan_rel_error", "resimulated_mean_s", "time_model_error", "scheduling_error",
@@ -43,11 +44,12 @@ COLUMNS = ["algorithm", "which", "gpus_per_trial", "parallel_trials", "repeats",
 
 
 def _key(row: dict) -> tuple:
-    return row["algorithm"], float(row["gpus_per_trial"])
+    return split_key(row["algorithm"], row["gpus_per_trial"], row.get("policy"))
 
 
 def summarize_splits(runs: list[dict], draws: dict, repeats: int) -> list[dict]:
-    """One row per split from its runs' rows and the predicted draws (key: (algorithm, g))."""
+    """One row per split from its runs' rows and the predicted draws (key: (algorithm, g), or
+    (algorithm, policy) for an adaptive policy: report.split_key)."""
     out = []
     for key in dict.fromkeys(_key(r) for r in runs):
         mine = [r for r in runs if _key(r) == key]
@@ -59,7 +61,8 @@ def summarize_splits(runs: list[dict], draws: dict, repeats: int) -> list[dict]:
         metrics = t_interval([r["measured_best_metric"] for r in done])
         first = mine[0]
         out.append({
-            "algorithm": key[0], "which": first["which"], "gpus_per_trial": key[1],
+            "algorithm": key[0], "which": first["which"], "gpus_per_trial": float(first["gpus_per_trial"]),
+            **({"policy": first["policy"]} if first.get("policy") else {}),
             "parallel_trials": first["parallel_trials"], "repeats": repeats, "runs_finished": len(done),
             "predicted_mean_s": of_mean.mean, "predicted_low_s": of_mean.low, "predicted_high_s": of_mean.high,
             "predicted_run_low_s": one_run.low, "predicted_run_high_s": one_run.high,
@@ -81,7 +84,7 @@ def summarize_algorithms(splits: list[dict], runs: list[dict]) -> dict:
     out = {}
     for algorithm in dict.fromkeys(s["algorithm"] for s in splits):
         mine = [s for s in splits if s["algorithm"] == algorithm]
-        predicted_order = [s["gpus_per_trial"] for s in sorted(mine, key=lambda s: s["predicted_mean_s"])]
+        predicted_order = [split_name(s) for s in sorted(mine, key=lambda s: s["predicted_mean_s"])]
         entry: dict = {"predicted_order": predicted_order}
         by_which = {s["which"]: s for s in mine}
         best, worst = by_which.get("best"), by_which.get("worst")
@@ -96,7 +99,7 @@ def summarize_algorithms(splits: list[dict], runs: list[dict]) -> dict:
         held = [None if order is None else order == predicted_order for order in rounds]
         entry["order_held_fraction"] = fraction(held)
         entry["order_rounds"] = len([h for h in held if h is not None])
-        entry["measured_order"] = [s["gpus_per_trial"] for s in sorted(
+        entry["measured_order"] = [split_name(s) for s in sorted(
             mine, key=lambda s: s["measured_mean_s"] if math.isfinite(s["measured_mean_s"]) else math.inf)]
         entry["best_held"] = _best_held(mine)
         out[algorithm] = entry
@@ -106,14 +109,14 @@ def summarize_algorithms(splits: list[dict], runs: list[dict]) -> dict:
 def _rounds(runs: list[dict], algorithm: str) -> list[Optional[list]]:
     """Per round k (run k of every split): the measured order of the splits (None: one unfinished)."""
     mine = [r for r in runs if r["algorithm"] == algorithm]
-    splits = list(dict.fromkeys(float(r["gpus_per_trial"]) for r in mine))
+    splits = list(dict.fromkeys(split_name(r) for r in mine))
     out = []
     for k in sorted({r.get("repeat", 1) for r in mine}):
         this = [r for r in mine if r.get("repeat", 1) == k]
         if len(this) != len(splits) or any(r["status"] != "finished" for r in this):
             out.append(None)
             continue
-        out.append([float(r["gpus_per_trial"]) for r in sorted(this, key=lambda r: r["measured_makespan_s"])])
+        out.append([split_name(r) for r in sorted(this, key=lambda r: r["measured_makespan_s"])])
     return out
 
 
@@ -127,7 +130,7 @@ def _best_held(splits: list[dict]) -> Optional[bool]:
     if first["measured_high_s"] >= second["measured_low_s"]:
         return None  # the runs cannot tell the two fastest apart
     predicted_best = min(splits, key=lambda s: s["predicted_mean_s"])
-    return predicted_best["gpus_per_trial"] == first["gpus_per_trial"]
+    return split_name(predicted_best) == split_name(first)
 
 
 def write_repeat_report(out: Path, runs: list[dict], draws: dict, repeats: int, *, plan_path: str,
@@ -154,7 +157,7 @@ def plot_intervals(path: Path, splits: list[dict]) -> None:
     import pandas as pd
     import seaborn as sns
 
-    labels = [f"{s['algorithm']}\n{s['which']} g={s['gpus_per_trial']:g}" for s in splits]
+    labels = [f"{s['algorithm']}\n{split_label(s)}" for s in splits]
     runs = pd.DataFrame([{"split": label, "makespan (s)": v} for label, s in zip(labels, splits)
                          for v in s["measured_runs_s"]])
     with sns.axes_style("whitegrid"):  # not set_theme: the style of other plots stays as it was
@@ -205,7 +208,7 @@ def format_repeat_table(report: dict) -> str:
               f"{'error':>6} {'inside':>6} {'runs in':>7} {'model':>6} {'sched':>6}")
     lines = [header, "-" * len(header)]
     for s in report["splits"]:
-        split = s["which"] if s["which"].startswith("g=") else f"{s['which']} g={s['gpus_per_trial']:g}"
+        split = split_label(s)
         runs_in = "-" if s["runs_inside"] is None else f"{100 * s['runs_inside']:.0f}%"
         lines.append(f"{s['algorithm']:<10} {split:<11} {s['runs_finished']:>4} "
                      f"{span(s['predicted_mean_s'], s['predicted_low_s'], s['predicted_high_s']):>26} "

@@ -21,7 +21,7 @@ from nasalloc.simulator.labels import duration
 
 from .compare import relative_error
 
-COLUMNS = ["algorithm", "which", "gpus_per_trial", "parallel_trials", "status",
+COLUMNS = ["algorithm", "which", "policy", "gpus_per_trial", "parallel_trials", "status",
            "predicted_makespan_s", "resimulated_makespan_s", "measured_makespan_s",
            "makespan_rel_error", "time_model_error", "scheduling_error",
            "predicted_best_metric", "measured_best_metric", "resimulated_best_metric",
@@ -49,6 +49,23 @@ def comparison_row(*, algorithm: str, which: str, gpus_per_trial: float, paralle
     }
 
 
+def split_key(algorithm: str, gpus_per_trial: float, policy=None) -> tuple:
+    """What names one validated split of an algorithm: its policy, else its GPUs per trial (a
+    policy's gpus_per_trial is its smallest count, which a static split may share)."""
+    return algorithm, split_name({"gpus_per_trial": gpus_per_trial, "policy": policy})
+
+
+def split_name(row: dict):
+    """A row's split in the orders of the report: its policy (a string), else its GPUs per trial."""
+    return row.get("policy") or float(row["gpus_per_trial"])
+
+
+def split_label(row: dict) -> str:
+    """How a table or plot names a row's split: ``best g=2``, ``g=0.5``, ``policy double:1,2``."""
+    which = row["which"]
+    return which if which.startswith(("g=", "policy ")) else f"{which} g={row['gpus_per_trial']:g}"
+
+
 def summarize_algorithms(rows: list[dict]) -> dict:
     """Per algorithm: speedup of best over worst, predicted and measured; did the order hold?"""
     out = {}
@@ -67,8 +84,8 @@ def summarize_algorithms(rows: list[dict]) -> dict:
                      "speedup_rel_error": relative_error(predicted, measured),
                      "order_held": bool(measured > 1.0) if math.isfinite(measured) else None}
         ordered = sorted((r for r in rows if r["algorithm"] == algorithm), key=lambda r: r["predicted_makespan_s"])
-        measured_order = [r["gpus_per_trial"] for r in sorted(ordered, key=lambda r: r["measured_makespan_s"])]
-        entry["predicted_order"] = [r["gpus_per_trial"] for r in ordered]
+        measured_order = [split_name(r) for r in sorted(ordered, key=lambda r: r["measured_makespan_s"])]
+        entry["predicted_order"] = [split_name(r) for r in ordered]
         entry["measured_order"] = measured_order
         entry["all_orders_held"] = entry["predicted_order"] == measured_order if all(
             r.get("status", "finished") == "finished" for r in ordered) else None
@@ -125,7 +142,7 @@ def plot_comparison(path: Path, rows: list[dict]) -> None:
 
     long = []
     for r in rows:
-        label = f"{r['algorithm']}\n{r['which']} g={r['gpus_per_trial']:g}"
+        label = f"{r['algorithm']}\n{split_label(r)}"
         for kind, column in (("predicted", "predicted_makespan_s"), ("re-simulated", "resimulated_makespan_s"),
                              ("measured", "measured_makespan_s")):
             value = r[column]
@@ -155,7 +172,7 @@ def format_table(report: dict) -> str:
     lines = [header, "-" * len(header)]
     for r in report["splits"]:
         metric = f"{num(r['predicted_best_metric'], '{:.3f}')}/{num(r['measured_best_metric'], '{:.3f}')}"
-        split = r["which"] if r["which"].startswith(("g=", "policy ")) else f"{r['which']} g={r['gpus_per_trial']:g}"
+        split = split_label(r)
         lines.append(f"{r['algorithm']:<10} {split:<11} "
                      f"{num(r['predicted_makespan_s']):>9} {num(r['resimulated_makespan_s']):>8} "
                      f"{num(r['measured_makespan_s']):>9} {pct(r['makespan_rel_error']):>6} "

@@ -94,8 +94,12 @@ class Runner:
 
     def _record(self, kind: str, book: TrialBook, epoch: int, **fields) -> None:
         event = Event(time_s=round(self.now(), 4), kind=kind, trial_id=book.trial_id, epoch=epoch,
-                      gpus=self.task.gpus_per_trial, **fields)
+                      gpus=self._gpus_of(book), **fields)
         self.events.write(event.to_dict())
+
+    def _gpus_of(self, book: TrialBook) -> float:
+        """GPUs of the trial's current (or last) segment: the split's, for every trial."""
+        return self.task.gpus_per_trial
 
     def _save(self) -> None:
         self.state.scheduler = self.scheduler.state_dict()
@@ -233,16 +237,19 @@ class Runner:
                                f"at their next epoch (at most {self.grace_s:.0f}s)")
 
     def _fill_slots(self) -> None:
-        while self.free:
+        """Relaunch the trials an earlier run left in flight, then ask the scheduler, while there
+        is room; then start what was placed (:meth:`_room`, :meth:`_place`, :meth:`_serve`: the
+        adaptive runner places by its policy's GPU counts instead of fixed slots)."""
+        while self._room():
             if self.relaunch:
                 book = self.state.trials[self.relaunch.pop(0)]
                 if book.trial_id in self.logged:
-                    self._launch(book, "resume", restart=True)
+                    self._place(book, "resume", restart=True)
                 else:  # its start was never logged
-                    self._launch(book, "start")
+                    self._place(book, "start")
                 continue
             if self.done:
-                return
+                break
             action = self.scheduler.suggest()
             if action is DONE:
                 self.done = True
@@ -252,19 +259,32 @@ class Runner:
             elif isinstance(action, Start):
                 config = dict(action.config)
                 row = config.pop(ROW_KEY, None)  # a table row (TableSource), as in the simulator
-                book = TrialBook(action.trial_id, config, row=None if row is None else int(row))
+                book = TrialBook(action.trial_id, config, row=None if row is None else int(row),
+                                 milestone=int(action.milestone))
                 self.state.trials[book.trial_id] = book
                 self._save()  # the scheduler made it: from now on --resume knows it
-                self._launch(book, "start")
+                self._place(book, "start")
             elif isinstance(action, Resume):
                 book = self.state.trials[action.trial_id]
                 book.status = "running"
-                self._launch(book, "resume")
+                self._place(book, "resume")
             else:
                 raise RuntimeError(f"scheduler returned {action!r}, not Start, Resume, WAIT or DONE")
             self._save()
             if action is DONE or action is WAIT:
-                return
+                break
+        self._serve()
+
+    def _room(self) -> bool:
+        """Whether another segment may be placed now: a slot is free."""
+        return bool(self.free)
+
+    def _place(self, book: TrialBook, kind: str, restart: bool = False) -> None:
+        """Launch the segment on the first free slot."""
+        self._launch(book, kind, self.free.pop(0), self.ranks, restart=restart)
+
+    def _serve(self) -> None:
+        """Start segments placed but waiting (none here: :meth:`_place` launches at once)."""
 
     def _close_paused(self) -> None:
         # At DONE the scheduler has stopped every trial still paused. As in the simulator's
@@ -273,10 +293,10 @@ class Runner:
             if book.status == "paused":
                 book.status = "stopped"
 
-    def _launch(self, book: TrialBook, kind: str, restart: bool = False) -> None:
+    def _launch(self, book: TrialBook, kind: str, slot: Slot, ranks: int, restart: bool = False,
+                extra: Optional[dict] = None) -> None:
         import json
 
-        slot = self.free.pop(0)
         book.segments += 1
         book.status = "running"
         token = secrets.token_hex(8)
@@ -290,11 +310,11 @@ class Runner:
             "seed": self.task.seed_for(book.trial_id, book.row), "checkpoint": str(checkpoint),
             "resume": book.checkpoint_epoch > 0, "device": self.device, "max_epochs": self.task.max_t,
             **({"checkpoint_every": self.task.checkpoint_every} if self.task.checkpoint_every else {})})
-        spec = JobSpec(trial_id=book.trial_id, segment=book.segments, ranks=self.ranks, devices=list(slot.gpus),
+        spec = JobSpec(trial_id=book.trial_id, segment=book.segments, ranks=ranks, devices=list(slot.gpus),
                        argv=["--spec", str(spec_path)], env={RUNNER_ENV: self.channel.address, TOKEN_ENV: token},
                        log_dir=trial_dir / f"segment_{book.segments}", device=self.device,
                        trials_per_gpu=self.split.trials_per_gpu)
-        extra = {"segment": book.segments}
+        extra = {"segment": book.segments, **(extra or {})}
         if kind == "start" and book.row is not None:
             extra["row"] = book.row
         if restart:
@@ -356,13 +376,14 @@ class Runner:
             trace_row = {"trial_id": book.trial_id, "config": book.config, "epoch": epoch,
                          "val_metric": msg["metric"], "test_metric": msg.get("test_metric"),
                          "metric_name": self.task.metric_name, "mode": self.task.mode,
-                         "epoch_seconds": seconds, "gpus_per_trial": self.task.gpus_per_trial,
+                         "epoch_seconds": seconds, "gpus_per_trial": self._gpus_of(book),
                          "start_s": round(began, 4), "end_s": round(ended, 4),
                          "workload": getattr(self.workload, "name", "")}
         if answer == "continue" and epoch >= self.task.max_t:
             answer = "stop"  # a scheduler never lets a trial pass max_t; be safe in a replay
         if answer == "continue" and self.stopper.reason:
             answer, seg.interrupted = "pause", True
+        answer = self._next_answer(seg, book, answer)
         # The log first: on resume, an epoch in the log is never reported again (_catch_up).
         self._record("epoch", book, epoch, metric=msg["metric"], test_metric=msg.get("test_metric"),
                      began_s=round(began, 4), extra=extra)
@@ -382,6 +403,11 @@ class Runner:
             self.channel.forget(token)
             del self.active[token]
             self._end_segment(seg, code)
+
+    def _next_answer(self, seg: Segment, book: TrialBook, answer: str) -> str:
+        """The answer the trial gets after the scheduler's (here: the same; the adaptive runner
+        turns a continue into a pause where its policy resizes the trial)."""
+        return answer
 
     def _end_segment(self, seg: Segment, code: int) -> None:
         book = self.state.trials[seg.trial_id]
@@ -445,10 +471,13 @@ class Runner:
         self._save()
 
     def _free(self, slot: Slot, what: str) -> None:
-        self.free.append(slot)
-        self.free.sort(key=lambda s: s.index)
+        self._release(slot)
         self._count()
         self.progress.line(self.now(), what)
+
+    def _release(self, slot: Slot) -> None:
+        self.free.append(slot)
+        self.free.sort(key=lambda s: s.index)
 
     def _count(self) -> None:
         statuses = [b.status for b in self.state.trials.values()]

@@ -5,16 +5,18 @@ trial, so the two can never disagree:
 
 * ``scheduler``: the scheduler's ``state_dict()``;
 * ``trials``: per trial its config, how many epochs the scheduler has seen (``reported``),
-  how many the checkpoint holds (``checkpoint_epoch``, 0: none), the runner's status and the
-  number of segments launched;
+  how many the checkpoint holds (``checkpoint_epoch``, 0: none), the runner's status, the
+  number of segments launched, the milestone the scheduler started it towards and, under an
+  adaptive policy, the GPUs of its current (or last) segment (``gpus``);
 * ``elapsed_s``: search time so far (time between a crash and ``--resume`` is not counted);
 * ``finished``: the search is over (``--resume`` skips it).
 
 What ``--resume`` does with a trial that was in flight when the run ended (status
 ``running``): it is re-run from its last checkpoint (from scratch when it has none) on the
-same number of GPUs, *without* asking the scheduler, which still holds it as running. Epochs
-the scheduler has already seen are trained again (``replay`` in the event log) but not
-reported twice; from the first new epoch on it reports as usual. So the scheduler's decisions
+same number of GPUs (under an adaptive policy: the count the policy gives its next epochs, as
+for a trial that was waiting for its group), *without* asking the scheduler, which still holds
+it as running. Epochs the scheduler has already seen are trained again (``replay`` in the event
+log) but not reported twice; from the first new epoch on it reports as usual. So the scheduler's decisions
 go on exactly as if the run had never stopped; only wall time is lost.
 """
 
@@ -39,6 +41,8 @@ class TrialBook:
     status: str = "running"      # running | paused | stopped | completed | failed
     segments: int = 0            # segments launched so far
     row: Optional[int] = None    # row of the plan's config table the config came from
+    milestone: Optional[int] = None  # the milestone the scheduler started it towards
+    gpus: Optional[float] = None     # adaptive policies: GPUs of its current (or last) segment
 
 
 @dataclass

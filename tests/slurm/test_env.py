@@ -97,3 +97,4 @@ def test_a_task_says_where_it_runs_and_where_it_meets_its_peers():
     assert line.startswith("nasalloc slurm_task: rank 1/2 local 0 node 1 on gpu02 (host ")
     assert line.endswith(") rendezvous gpu01:29500")
     assert "on ? (host" in placement_line({k: v for k, v in env.items() if k != "SLURMD_NODENAME"})
+    assert placement_line({**env, "SLURM_JOB_ID": "7", "SLURM_STEP_ID": "3"}).endswith(" rendezvous gpu01:29500 step 7.3")

@@ -56,3 +56,16 @@ def closed_loop_plan(tmp_path_factory) -> Path:
     plan = root / "sim" / "plan.json"
     assert plan.is_file()
     return plan
+
+
+@pytest.fixture(scope="session")
+def adaptive_plan(closed_loop_plan, tmp_path_factory) -> Path:
+    """plan.json of the same profile simulated with --policies double:1,2 (3 seeds): its best
+    adaptive policy for asha is double:1,2 (trials start on one rank and go on on two)."""
+    root = tmp_path_factory.mktemp("adaptive_plan")
+    profile = closed_loop_plan.parent.parent / "profile.json"
+    args = list(SIMULATE_ARGS)
+    args[args.index("--seeds") + 1] = "3"
+    nasalloc("simulate", "--profile", profile, *args, *_curves(root), "--policies", "double:1,2",
+             "--out", root / "sim", cwd=root)
+    return root / "sim" / "plan.json"

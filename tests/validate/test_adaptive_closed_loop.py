@@ -11,23 +11,17 @@ import pytest
 
 from nasalloc.io import read_jsonl
 
-from .conftest import SIMULATE_ARGS, _curves, nasalloc
+from .conftest import nasalloc
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def adaptive_run(closed_loop_plan, tmp_path_factory):
-    root = tmp_path_factory.mktemp("adaptive")
-    profile = closed_loop_plan.parent.parent / "profile.json"
-    args = list(SIMULATE_ARGS)
-    args[args.index("--seeds") + 1] = "3"
-    nasalloc("simulate", "--profile", profile, *args, *_curves(root), "--policies", "double:1,2",
-             "--out", root / "sim", cwd=root)
-    out = root / "validate"
-    proc = nasalloc("validate", "--plan", root / "sim" / "plan.json", "--algorithms", "asha",
+def adaptive_run(adaptive_plan, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adaptive") / "validate"
+    proc = nasalloc("validate", "--plan", adaptive_plan, "--algorithms", "asha",
                     "--which", "best-static,best-adaptive", "--out", out, "--device", "cpu")
-    return root / "sim" / "plan.json", out, proc
+    return adaptive_plan, out, proc
 
 
 def test_adaptive_policy_runs_for_real_and_is_reported(adaptive_run):
@@ -45,6 +39,17 @@ def test_adaptive_policy_runs_for_real_and_is_reported(adaptive_run):
                         (row["predicted_makespan_s"] - row["measured_makespan_s"]) / row["measured_makespan_s"],
                         rel_tol=1e-9)
     assert "policy double:1,2" in proc.stdout and "number of ranks" in proc.stdout
+    # re-simulated under the same policy with the costs measured at each number of ranks, and the
+    # error split into time model and scheduling as for a static split
+    events = list(read_jsonl(out / "asha_double-1-2" / "events.jsonl"))
+    assert row["resizes"] == sum(e["kind"] == "pause" and "resize" in e.get("extra", {}) for e in events) >= 1
+    assert row["resimulated_makespan_s"] > 0 and row["resimulated_resizes"] >= 1
+    assert math.isclose(row["time_model_error"], (row["predicted_makespan_s"] - row["resimulated_makespan_s"])
+                        / row["resimulated_makespan_s"], rel_tol=1e-9)
+    assert math.isclose(row["scheduling_error"], (row["resimulated_makespan_s"] - row["measured_makespan_s"])
+                        / row["measured_makespan_s"], rel_tol=1e-9)
+    assert row["compared_trials"] == 2  # (whether they end alike depends on which trial reports first)
+    print("\n" + proc.stdout)
 
 
 def test_trials_start_on_one_rank_and_continue_on_two_from_the_checkpoint(adaptive_run):
