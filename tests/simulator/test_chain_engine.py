@@ -161,3 +161,32 @@ def test_an_allocation_that_keeps_no_work_is_a_clear_error():
     model = AllocationModel(time_limit_s=40.0, signal_lead_s=10.0, grace_s=1.0)
     with pytest.raises(UserError, match="--time-limit 40s: allocation .* kept no work"):
         run("hyperband", 8, 1, model)
+
+
+def test_a_sweep_stopped_by_an_allocation_that_keeps_no_work_leaves_simulations_csv_as_it_was(tmp_path):
+    """A 1-GPU trial starts in 2 s and keeps its first epoch; a 4-GPU trial takes 30 s to start,
+    past the kill 25 s into every allocation: its run fails, after the 1-GPU rows were written."""
+    from dataclasses import replace
+
+    from nasalloc.simulator.sweep import CSV_NAME, SweepSpec, run_sweep
+    from nasalloc.simulator.timemodel import TimeModel
+
+    from .simdata import time_model
+
+    base = time_model(epoch_s=1.0)
+    slow_start = TimeModel(scaling=base.scaling, overheads={**base.overheads, "startup_s": 2.0},
+                           per_gpus={"startup_s": [(1.0, 2.0), (4.0, 30.0)]}, gpus_per_node=4)
+    model = AllocationModel(time_limit_s=60.0, signal_lead_s=40.0, grace_s=5.0)
+    spec = SweepSpec(budget=8, gpus_per_node=4, splits=(1.0, 4.0), algorithms=("asha",), seeds=(0, 1), max_t=9,
+                     allocation=model.key())
+    path = tmp_path / CSV_NAME
+    with pytest.raises(UserError, match="kept no work at 4 GPU"):
+        run_sweep(spec, slow_start, TABLE, TABLE.space, tmp_path)
+    assert not path.exists()  # the 1-GPU rows appended before the failure are gone with it
+    # an earlier sweep's file (the same settings, the 1-GPU split only) is put back byte for byte
+    run_sweep(replace(spec, splits=(1.0,)), slow_start, TABLE, TABLE.space, tmp_path)
+    earlier = path.read_bytes()
+    assert earlier.count(b"\n") == 3  # header and two seeds
+    with pytest.raises(UserError, match="kept no work"):
+        run_sweep(spec, slow_start, TABLE, TABLE.space, tmp_path, jobs=2)
+    assert path.read_bytes() == earlier
