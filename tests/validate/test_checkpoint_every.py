@@ -47,3 +47,46 @@ def test_a_step_killed_mid_epoch_resumes_from_its_last_checkpoint(closed_loop_pl
     assert first_after["epoch"] == restart["epoch"] + 1  # trained on from the checkpoint
     assert json.loads((out / "asha_g2" / "state.json").read_text())["finished"] is True
 
+
+
+def test_max_restarts_counts_the_steps_lost_across_resume(closed_loop_plan, tmp_path):
+    """--max-restarts 1: a trial's first lost step restarts it; the run is stopped (SIGTERM) and
+    resumed; its second lost step, in the resumed run, fails it. The count is in state.json."""
+    out = tmp_path / "validate"
+    args = ["validate", "--plan", closed_loop_plan, "--out", out, "--device", "cpu", "--algorithms", "asha",
+            "--which", "2", "--max-restarts", "1"]
+    log = out / "asha_g2" / "events.jsonl"
+    restarted = lambda e: e["kind"] == "resume" and e["trial_id"] == 0 and e.get("extra", {}).get("restart")  # noqa: E731
+    proc = start_nasalloc(*args)
+    try:
+        started = _wait_for(lambda e: e["kind"] == "start" and e["trial_id"] == 0, log, proc)
+        os.kill(started["extra"]["pids"][0], signal.SIGKILL)  # lost step 1: restarted
+        _wait_for(restarted, log, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, stderr[-2000:]
+    first_run = len(_events(log))
+    state = json.loads((out / "asha_g2" / "state.json").read_text())
+    assert next(t for t in state["trials"] if t["trial_id"] == 0)["lost"] == 1
+    proc = start_nasalloc(*args, "--resume")
+    try:
+        # segment 1 was lost, segment 2 paused at the SIGTERM: segment 3 is the resumed run's
+        again = _wait_for(lambda e: restarted(e) and e["extra"]["segment"] == 3, log, proc)
+        os.kill(again["extra"]["pids"][0], signal.SIGKILL)  # lost step 2, in another invocation: fails
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr[-2000:]
+    events = _events(log)
+    lost = [e for e in events if e["kind"] == "pause" and e.get("extra", {}).get("lost") and e["trial_id"] == 0]
+    fails = [e for e in events if e["kind"] == "fail"]
+    assert len(lost) == 1 and [e["trial_id"] for e in fails] == [0] and "signal 9" in fails[0]["error"]
+    assert events.index(fails[0]) >= first_run
+    state = json.loads((out / "asha_g2" / "state.json").read_text())
+    assert next(t for t in state["trials"] if t["trial_id"] == 0)["lost"] == 2 and state["finished"] is True
