@@ -156,12 +156,13 @@ def small_plans(tmp_path_factory):
         pytest.skip("the shipped digits learning curves are missing")
     curves = Path(shutil.copy(shipped, tmp_path_factory.mktemp("curves")))
 
-    def make(budget: int, gpus_per_node: int, gpus_per_trial: str) -> Path:
+    def make(budget: int, gpus_per_node: int, gpus_per_trial: str, *extra: str) -> Path:
+        """``extra``: more simulate flags (a flag given again overrides the one above)."""
         out = tmp_path_factory.mktemp("plan")
         done = subprocess.run([sys.executable, "-m", "nasalloc", "simulate", "--budget", str(budget),
                                "--gpus-per-node", str(gpus_per_node), "--algorithms", "asha",
                                "--gpus-per-trial", gpus_per_trial, "--max-epochs", "3", "--trials", "4",
-                               "--seeds", "1", "--jobs", "1", "--curves", str(curves), "--out", str(out), "-q"],
+                               "--seeds", "1", "--jobs", "1", "--curves", str(curves), "--out", str(out), "-q", *extra],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         return out / "plan.json"
