@@ -9,6 +9,10 @@ a report row (``report.json``: ``splits[i].chain``) and :func:`chain_lines` prin
 
 The prediction is the chain simulation of the split for the plan's seed (the run's direct
 prediction, as ``predicted_makespan_s`` is without the model), not the plan's mean over seeds.
+A finished run is also re-simulated under the same model with everything measured (the run's
+costs and metrics, as the plain re-simulation, and its mean allocation start-up and queue wait:
+:func:`resimulated_chain`), so a miss splits into the time model's (predicted against
+re-simulated) and the chain model's (re-simulated against measured).
 Measured, per allocation: its start (``began_unix``, the process's start: under sbatch's
 ``exec`` the job's), when the runner was ready to launch trials (the allocation's start-up,
 ``--allocation-start`` in the model), and when its last trial left; the queue wait is the time
@@ -57,6 +61,30 @@ def predicted_chain(plan, choice, gpus_per_node=None) -> Optional[dict]:
             "allocation_start_s": model.allocation_start_s}
 
 
+def resimulated_chain(plan, task, split, measured, run_dir, chain: Optional[dict]) -> Optional[dict]:
+    """The plan's allocation model replayed with the run's measured costs, allocation start-up and
+    queue wait (None without a model, or before the run finished)."""
+    from dataclasses import replace
+
+    from nasalloc.errors import UserError
+
+    from .compare import resimulate
+
+    model = allocation_model_of(plan)
+    seen = (chain or {}).get("measured") or {}
+    if model is None or not seen.get("time_to_result_s") or not measured.trials:
+        return None
+    try:
+        model = replace(model, allocation_start_s=seen["allocation_start_mean_s"],
+                        requeue_wait_s=seen["queue_wait_mean_s"], requeue_spread_s=0.0)
+        result = resimulate(task.make_scheduler, split, plan.table(), measured, run_dir, seed=task.seed,
+                            algorithm=task.algorithm, allocation=model)
+    except UserError as err:  # a measured start-up longer than an allocation's time to train
+        return {"error": str(err)}
+    return {"allocations": result.chain["allocations"], "time_to_result_s": result.chain["time_to_result_s"],
+            "compute_s": result.chain["compute_s"]}
+
+
 def measured_chain(state: dict) -> Optional[dict]:
     """What the run's ``state.json`` says about its allocations (None: none recorded)."""
     rows = [a for a in state.get("allocations") or [] if a.get("began_unix") is not None]
@@ -94,10 +122,13 @@ def chain_lines(report: dict) -> list:
         text = lambda v: "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else duration(v)  # noqa: E731
         error = chain.get("time_to_result_rel_error")
         error = f" ({100 * error:+.0f}%)" if error is not None and math.isfinite(error) else ""
+        r = chain.get("resimulated") or {}
+        resim = (f"; re-simulated with the measured costs: {r['allocations']} allocation(s), "
+                 f"{text(r['time_to_result_s'])}" if "allocations" in r else "")
         lines.append(f"chain {label}: allocations predicted {p.get('allocations', '-')}, measured "
                      f"{m.get('allocations', '-')}; time to result predicted {text(p.get('time_to_result_s'))}, "
                      f"measured {text(m.get('time_to_result_s'))}{error}; queue wait predicted "
                      f"{text(p.get('queue_wait_s'))}, measured {text(m.get('queue_wait_mean_s'))} mean; "
                      f"allocation start-up predicted {text(p.get('allocation_start_s'))}, measured "
-                     f"{text(m.get('allocation_start_mean_s'))} mean")
+                     f"{text(m.get('allocation_start_mean_s'))} mean{resim}")
     return lines

@@ -240,7 +240,7 @@ def predict_draws(plan, choice, gpus_per_node=None, draws: int = PREDICTED_DRAWS
 
 
 def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, draws=None) -> dict:
-    from .chainreport import chain_comparison, measured_chain, predicted_chain
+    from .chainreport import chain_comparison, measured_chain, predicted_chain, resimulated_chain
     from .compare import decision_agreement, measure, resimulate
     from .report import comparison_row, write_report
 
@@ -282,6 +282,8 @@ def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, dr
         chain = chain_comparison(predicted_chain(plan, choice, split.gpus_per_node), measured_chain(ran_by))
         if chain is not None:
             row["chain"] = chain
+            if outcome.finished and not choice.policy:
+                chain["resimulated"] = resimulated_chain(plan, task, split, measured, run_dir, chain)
         if ran_by.get("executor") == "ray":
             notes.append(f"{task.label}: Ray Tune {ran_by.get('ray')} ran the search with its own "
                          f"{ran_by.get('scheduler')} and {ran_by.get('searcher')}; the prediction and the "

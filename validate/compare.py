@@ -165,13 +165,14 @@ def measured_table(table, measured: Measured, run_dir: Path):
 
 
 def resimulate(make_scheduler, split, table, measured: Measured, run_dir: Path, *, seed: int = 0,
-               algorithm: str = ""):
-    """The engine's run of a fresh scheduler with the measured costs and metrics."""
+               algorithm: str = "", allocation=None):
+    """The engine's run of a fresh scheduler with the measured costs and metrics (under the
+    allocation model ``allocation``, when given: a chain of allocations)."""
     from nasalloc.simulator.engine import simulate
 
     model = measured_time_model(measured, split.gpus_per_trial, split.gpus_per_node)
     return simulate(make_scheduler(), split, model, measured_table(table, measured, run_dir),
-                    seed=seed, algorithm=algorithm, record_events=True)
+                    seed=seed, algorithm=algorithm, record_events=allocation is None, allocation=allocation)
 
 
 def last_epochs(events) -> dict:

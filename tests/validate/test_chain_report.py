@@ -48,8 +48,10 @@ def test_the_report_sets_the_plans_chain_against_the_recorded_allocations(tmp_pa
     assert measured["compute_s"] == pytest.approx(20.0 + 20.0 + 6.0)
     chain = chain_comparison(predicted, measured)
     assert chain["time_to_result_rel_error"] == pytest.approx((predicted["time_to_result_s"] - 50.0) / 50.0)
+    chain["resimulated"] = {"allocations": 3, "time_to_result_s": 52.0, "compute_s": 47.0}
     row = {"algorithm": "asha", "which": "best", "gpus_per_trial": 1.0, "chain": chain}
     (line,) = chain_lines({"splits": [row]})
+    assert line.endswith("; re-simulated with the measured costs: 3 allocation(s), 52.0 s")
     assert line.startswith(f"chain asha best g=1: allocations predicted {predicted['allocations']}, measured 3; ")
     assert "measured 50.0 s (" in line and "queue wait predicted 0.0 s, measured 2.0 s mean" in line
     # an unfinished run has no time to result yet; a plan without a model predicts no chain
