@@ -7,8 +7,10 @@ runner / ``nasalloc sbatch`` (which write and honour the same limit, lead and po
 
 One allocation, as the validation runner lives it under ``#SBATCH --signal=B:TERM@LEAD``:
 
-* it begins; every trial that was running when the previous one ended restarts from its
-  checkpoint (start-up + checkpoint load), before the scheduler is asked for new work;
+* it begins; for ``allocation_start`` seconds no trial runs (the runner's own start in the
+  new job: the interpreter, torch, the plan; ``validate`` measures it per allocation); then
+  every trial that was running when the previous one ended restarts from its checkpoint
+  (start-up + checkpoint load), before the scheduler is asked for new work;
 * at ``limit - lead`` SIGTERM arrives (:meth:`AllocationModel.signal_at`): nothing new starts;
   each running trial's next epoch result still goes to the scheduler, and if it answers
   CONTINUE the trial pauses with a checkpoint (an *interrupted* pause, saved at a cost);
@@ -107,6 +109,7 @@ class AllocationModel:
     node_mtbf_h: Optional[float] = None     # mean time between failures of one node
     checkpoint_every: Optional[int] = None  # save after every K-th epoch too
     max_restarts: int = 3                   # lost segments a trial restarts from before it fails
+    allocation_start_s: float = 0.0         # seconds from an allocation's start until trials can launch
 
     def __post_init__(self):
         if self.time_limit_s is not None and not self.time_limit_s > self.signal_lead_s:
@@ -120,6 +123,11 @@ class AllocationModel:
             raise UserError(f"--checkpoint-every {self.checkpoint_every!r}: expected a whole number >= 1")
         if self.max_restarts < 0:
             raise UserError(f"--max-restarts {self.max_restarts!r}: expected a whole number >= 0")
+        if not (math.isfinite(self.allocation_start_s) and self.allocation_start_s >= 0):
+            raise UserError(f"--allocation-start {self.allocation_start_s!r}: expected seconds >= 0")
+        if self.time_limit_s is not None and not self.allocation_start_s < self.time_limit_s - self.signal_lead_s:
+            raise UserError(f"--allocation-start {self.allocation_start_s:g}s leaves no time to train before the "
+                            f"signal (--time-limit {self.time_limit_s:g}s minus --signal-lead {self.signal_lead_s:g}s)")
 
     @property
     def active(self) -> bool:
@@ -127,8 +135,18 @@ class AllocationModel:
         return self.time_limit_s is not None or self.node_mtbf_h is not None or bool(self.checkpoint_every)
 
     def key(self) -> str:
-        """Its part of a sweep's key: '' when inactive (rows keep the key they always had)."""
-        return json.dumps(asdict(self), sort_keys=True) if self.active else ""
+        """Its part of a sweep's key: '' when inactive (rows keep the key they always had); an
+        allocation start of 0 is left out, so rows written before it existed keep their key."""
+        if not self.active:
+            return ""
+        fields = asdict(self)
+        if not fields["allocation_start_s"]:
+            del fields["allocation_start_s"]
+        return json.dumps(fields, sort_keys=True)
+
+    def ready_at(self, start_s: float) -> float:
+        """When an allocation begun at ``start_s`` can launch trials (after the runner's start)."""
+        return start_s + self.allocation_start_s
 
     def signal_at(self, start_s: float) -> float:
         if self.time_limit_s is None:
@@ -148,7 +166,8 @@ class AllocationModel:
             wait = duration(self.requeue_wait_s) + (f" (sd {duration(self.requeue_spread_s)})"
                                                     if self.requeue_spread_s else "")
             parts.append(f"allocations of {duration(self.time_limit_s)} (SIGTERM {self.signal_lead_s:g} s before, "
-                         f"grace {self.grace_s:g} s), queue wait {wait}")
+                         f"grace {self.grace_s:g} s), queue wait {wait}"
+                         + (f", {self.allocation_start_s:g} s start-up each" if self.allocation_start_s else ""))
         if self.node_mtbf_h is not None:
             parts.append(f"node MTBF {self.node_mtbf_h:g} h, {self.max_restarts} restart(s) per trial")
         parts.append(f"checkpoints every {self.checkpoint_every} epoch(s) and at pauses" if self.checkpoint_every

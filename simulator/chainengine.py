@@ -12,7 +12,8 @@ without limits or failures does too: start-ups, training kept, the scheduler's o
 resumes), ``checkpoint`` (saves of interrupted pauses and of ``--checkpoint-every``),
 ``restart`` (start-up and load after an allocation change, work killed at its end),
 ``failure`` (work lost to node failures and their restarts) and ``idle`` (the rest of
-budget x wall time: GPUs no trial holds, tails while the last trials pause). The held time is
+budget x wall time: GPUs no trial holds, tails while the last trials pause, and each
+allocation's first ``allocation_start`` seconds, while the runner starts). The held time is
 also summed on its own, so a test can check that the categories add up to it.
 """
 
@@ -97,15 +98,23 @@ class ChainSimulation(_Simulation):
         starting.callbacks.append(lambda _: self.begin_allocation())
 
     def begin_allocation(self) -> None:
+        """The next allocation starts now; its trials launch once the runner has started in it."""
         self.allocations.append(_Allocation(len(self.allocations), self.env.now, self.model))
         event, self.next_allocation = self.next_allocation, self.env.event()
-        event.succeed()
+        ready = self.model.ready_at(self.env.now)
+        if ready > self.env.now:
+            self.env.at(ready, simpy.events.NORMAL).callbacks.append(lambda _: event.succeed())
+        else:
+            event.succeed()
 
     # -- processes ----------------------------------------------------------------------------
     def slot(self, slot):
         scheduler = self.scheduler
         placement = list(slot.gpus)
         woken, since = False, 0
+        if self.model.ready_at(0.0) > 0:  # the first allocation's runner starts too
+            self.yields += 1
+            yield self.env.at(self.model.ready_at(0.0), simpy.events.NORMAL)
         while True:
             while self.draining():
                 self.yields += 1

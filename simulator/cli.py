@@ -80,6 +80,9 @@ from .labels import duration, split_tick
                    "[default: checkpoints only at pauses].")
 @click.option("--max-restarts", "max_restarts", type=int, default=3, show_default=True,
               help="Segments a trial may lose to node failures and restart from its checkpoint before it fails.")
+@click.option("--allocation-start", "allocation_start", default=None,
+              help="Seconds at each allocation's start before trials launch (the runner's own start: interpreter, "
+                   "torch, plan; validate's report measures it), with --time-limit [default: 0].")
 @click.option("--policies", default=None,
               help="Adaptive allocation beside the static splits, e.g. static,double,fill or double:1,2 "
                    "(static:G; double:G0[,S] RASDA's doubling, S defaults to --eta; fill: a rung's trials all run "
@@ -90,7 +93,7 @@ from .labels import duration, split_tick
 def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus_per_node, max_epochs, min_epochs,
              eta, trials, brackets, semantics, ray_pending, seeds, seed, objective, deadline, batch_policy,
              tolerance, time_limit, signal_lead, grace, requeue_wait, node_mtbf, checkpoint_every, max_restarts,
-             policies, out, jobs, quiet):
+             allocation_start, policies, out, jobs, quiet):
     """Simulate every split of --budget GPUs and predict the fastest (plan.json, plots, records)."""
     from .setup import prepare
 
@@ -101,7 +104,8 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
                          ray_pending=ray_pending, seeds=seeds, seed=seed, objective=objective, deadline=deadline,
                          out=out, jobs=jobs, batch_policy=batch_policy, tolerance=tolerance, time_limit=time_limit,
                          signal_lead=signal_lead, grace=grace, requeue_wait=requeue_wait, node_mtbf=node_mtbf,
-                         checkpoint_every=checkpoint_every, max_restarts=max_restarts)
+                         checkpoint_every=checkpoint_every, max_restarts=max_restarts,
+                         allocation_start=allocation_start)
     say = (lambda *a, **k: None) if quiet else (lambda text: click.echo(text, err=True))
     adaptive = []
     if policies is not None:

@@ -48,13 +48,13 @@ class PreparedSweep:
 
 
 def allocation_model(time_limit=None, signal_lead="300s", grace="60s", requeue_wait=None, node_mtbf=None,
-                     checkpoint_every=None, max_restarts=3):
+                     checkpoint_every=None, max_restarts=3, allocation_start=None):
     """The AllocationModel of the simulate flags (checked; see allocation.py)."""
     from .allocation import AllocationModel, parse_duration, parse_wait
 
     if time_limit is None:
         for flag, value, default in (("--requeue-wait", requeue_wait, None), ("--signal-lead", signal_lead, "300s"),
-                                     ("--grace", grace, "60s")):
+                                     ("--grace", grace, "60s"), ("--allocation-start", allocation_start, None)):
             if value != default:
                 raise UserError(f"{flag} {value} only applies with --time-limit")
     limit = parse_duration(time_limit, "--time-limit") if time_limit is not None else None
@@ -68,7 +68,9 @@ def allocation_model(time_limit=None, signal_lead="300s", grace="60s", requeue_w
             raise UserError(f"--node-mtbf {node_mtbf!r}: expected hours > 0") from None
     return AllocationModel(time_limit_s=limit, signal_lead_s=parse_duration(signal_lead, "--signal-lead"),
                            grace_s=parse_duration(grace, "--grace"), requeue_wait_s=wait, requeue_spread_s=spread,
-                           node_mtbf_h=node_mtbf, checkpoint_every=checkpoint_every, max_restarts=max_restarts)
+                           node_mtbf_h=node_mtbf, checkpoint_every=checkpoint_every, max_restarts=max_restarts,
+                           allocation_start_s=(parse_duration(allocation_start, "--allocation-start")
+                                               if allocation_start is not None else 0.0))
 
 
 def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperband,asha,bohb",
@@ -76,7 +78,7 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
             brackets=None, semantics="ray", ray_pending=None, seeds=10, seed=0, objective="makespan", deadline=None,
             out="results/simulate", jobs=None, batch_policy=None, tolerance=0.01, time_limit=None,
             signal_lead="300s", grace="60s", requeue_wait=None, node_mtbf=None, checkpoint_every=None,
-            max_restarts=3) -> PreparedSweep:
+            max_restarts=3, allocation_start=None) -> PreparedSweep:
     from .curvetable import load_curve_table
     from .schedulers import make_scheduler
     from .schedulers.brackets import check_budget as check_epochs
@@ -104,7 +106,7 @@ def prepare(*, budget, profile_path=None, curves_path=None, algorithms="hyperban
         raise UserError(f"--tolerance {tolerance!r} must be a number >= 0 (metric units, e.g. 0.01)")
 
     allocation = allocation_model(time_limit, signal_lead, grace, requeue_wait, node_mtbf, checkpoint_every,
-                                  max_restarts)
+                                  max_restarts, allocation_start)
     profile = load_profile(profile_path)
     model = profile.model
     if profile.embedded:  # its assumptions state every default it rests on

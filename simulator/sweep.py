@@ -5,7 +5,10 @@ scheduler and the epoch-time noise are seeded with the run's seed). ``simulation
 one row per finished run, appended and flushed, so an interrupted sweep keeps what it finished;
 running the same sweep into the same folder again skips the rows already there (a folder
 holding a sweep of other settings is refused). When all runs are in, the file is rewritten
-atomically in a fixed order (so it is identical whatever ``jobs`` was).
+atomically in a fixed order (so it is identical whatever ``jobs`` was). A run that fails with a
+user's error (an allocation model under which no work can be kept, say) fails every time the
+same sweep is run: then the file is put back as it was before this sweep began (atomically; no
+file where there was none), so nothing half-written stays behind it.
 
 The event records of the first seed of every split come back in memory (the report plots them
 and writes those of the best and worst split); on a resumed sweep they are simulated again for
@@ -300,7 +303,9 @@ def run_sweep(spec: SweepSpec, time_model: TimeModel, table: CurveTable, space, 
     todo.sort(key=lambda run: (run[1], run[0], run[2]))
     total, finished = len(spec.runs()), len(spec.runs()) - len(todo)
     out_dir.mkdir(parents=True, exist_ok=True)
-    appender = _CsvAppender(out_dir / CSV_NAME, spec.columns)
+    csv_path = out_dir / CSV_NAME
+    before = csv_path.read_bytes() if csv_path.is_file() else None
+    appender = _CsvAppender(csv_path, spec.columns)
     rows = dict(on_disk)  # rows of other seeds or splits of this sweep stay in the file
     events: dict = {}
     epochs = 0
@@ -331,6 +336,10 @@ def run_sweep(spec: SweepSpec, time_model: TimeModel, table: CurveTable, space, 
                     for future in futures:
                         future.cancel()
                     raise
+    except UserError:
+        appender.close()
+        _put_back(csv_path, before)
+        raise
     finally:
         appender.close()
     # Records of the first seed of splits finished by an earlier invocation: simulate again.
@@ -341,6 +350,16 @@ def run_sweep(spec: SweepSpec, time_model: TimeModel, table: CurveTable, space, 
     write_csv_atomically(out_dir / CSV_NAME, _sorted_rows(list(rows.values()), spec), spec.columns)
     ordered = _sorted_rows([r for run, r in rows.items() if run in wanted], spec)
     return SweepResult(rows=ordered, events=events, simulated=len(todo), epochs=epochs)
+
+
+def _put_back(path: Path, before: Optional[bytes]) -> None:
+    """``path`` as it was before the sweep (``before``: its bytes, None: there was none)."""
+    from nasalloc.io import atomic_write_bytes
+
+    if before is None:
+        path.unlink(missing_ok=True)
+    else:
+        atomic_write_bytes(path, before)
 
 
 def default_jobs() -> int:

@@ -32,11 +32,13 @@ def predicted_allocations(plan: dict, algorithms: Optional[Sequence[str]] = None
                           which: Sequence[str] = ("best", "worst")) -> Optional[float]:
     """Allocations validate needs for the validated splits (best and worst of each algorithm, run
     one after another): their predicted compute time over the time inside one allocation that
-    trains (limit minus lead). None when the plan has no allocation model."""
+    trains (limit minus lead, minus the runner's start in each allocation). None when the plan
+    has no allocation model."""
     model = plan.get("allocation")
     if not model or not model.get("time_limit_s"):
         return None
-    usable = float(model["time_limit_s"]) - float(model["signal_lead_s"])
+    usable = (float(model["time_limit_s"]) - float(model["signal_lead_s"])
+              - float(model.get("allocation_start_s") or 0.0))
     compute = 0.0
     for name, entry in (plan.get("algorithms") or {}).items():
         if algorithms and name not in algorithms:

@@ -45,7 +45,8 @@ PREDICTED_DRAWS = 40
 @out_option("results/validate")
 @click.option("--resume", is_flag=True, help="Continue an interrupted validation in --out.")
 @click.option("--time-limit", "time_limit", type=float, default=None,
-              help="Seconds; then stop launching and checkpoint, as on SIGTERM.")
+              help="Seconds after this command started (its process: under sbatch's exec, the job's start); "
+                   "then stop launching and checkpoint, as on SIGTERM.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="cuda: one GPU per rank (CUDA_VISIBLE_DEVICES); cpu: one-thread gloo ranks stand in for GPUs.")
 @click.option("--grace", type=float, default=60.0, show_default=True,
@@ -144,7 +145,9 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
                                          "which": which, "device": device, "executor": executor_name,
                                          "repeats": repeats, "trial_seeds": trial_seeds, "policy": policy})
     row_seeds = plan.table().train_seeds if trial_seeds == "recorded" else None
-    stopper = Stopper(time_limit)
+    from .state import process_age_s
+
+    stopper = Stopper(time_limit, elapsed_s=process_age_s())
     previous = _install_signals(stopper)
     say = (lambda text: None) if quiet else click.echo
     say(f"validating {len(chosen)} split(s) of {plan.path} on {device} ({executor_name} executor): "
@@ -184,6 +187,10 @@ def _run_locked(plan, chosen, predictions, out, plan_path, algorithms, which, de
         from .report import format_table
 
     click.echo(format_table(report))
+    from .chainreport import chain_lines
+
+    for line in chain_lines(report):
+        click.echo(line)
     for note in report["notes"]:
         click.echo(f"note: {note}")
     click.echo(f"wrote {out / 'report.json'}, comparison.csv, comparison.png")
@@ -237,6 +244,7 @@ def predict_draws(plan, choice, gpus_per_node=None, draws: int = PREDICTED_DRAWS
 def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, draws=None) -> dict:
     from nasalloc.simulator.policies import parse_policy
 
+    from .chainreport import chain_comparison, measured_chain, predicted_chain, resimulated_chain
     from .compare import decision_agreement, measure, resimulate
     from .report import comparison_row, write_report
 
@@ -278,6 +286,11 @@ def _report(plan, out: Path, results: list, complete: bool, repeats: int = 1, dr
         rows.append(row)
         state = run_dir / "state.json"
         ran_by = read_json(state, "validation state") if state.exists() else {}
+        chain = chain_comparison(predicted_chain(plan, choice, split.gpus_per_node), measured_chain(ran_by))
+        if chain is not None:
+            row["chain"] = chain
+            if outcome.finished and not choice.policy:
+                chain["resimulated"] = resimulated_chain(plan, task, split, measured, run_dir, chain)
         if ran_by.get("executor") == "ray":
             notes.append(f"{task.label}: Ray Tune {ran_by.get('ray')} ran the search with its own "
                          f"{ran_by.get('scheduler')} and {ran_by.get('searcher')}; the prediction and the "

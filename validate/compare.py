@@ -250,9 +250,10 @@ def measured_table(table, measured: Measured, run_dir: Path):
 
 
 def resimulate(make_scheduler, split, table, measured: Measured, run_dir: Path, *, seed: int = 0,
-               algorithm: str = "", policy=None):
+               algorithm: str = "", policy=None, allocation=None):
     """The engine's run of a fresh scheduler with the measured costs and metrics; under the
-    run's adaptive ``policy`` (a :class:`~nasalloc.simulator.policies.Policy`) when it had one."""
+    run's adaptive ``policy`` (a :class:`~nasalloc.simulator.policies.Policy`) when it had one,
+    else under the allocation model ``allocation`` when given (a chain of allocations)."""
     table = measured_table(table, measured, run_dir)
     if policy is not None and policy.adaptive:
         from nasalloc.simulator.adaptive import simulate_policy
@@ -263,7 +264,8 @@ def resimulate(make_scheduler, split, table, measured: Measured, run_dir: Path, 
     from nasalloc.simulator.engine import simulate
 
     model = measured_time_model(measured, split.gpus_per_trial, split.gpus_per_node)
-    return simulate(make_scheduler(), split, model, table, seed=seed, algorithm=algorithm, record_events=True)
+    return simulate(make_scheduler(), split, model, table, seed=seed, algorithm=algorithm,
+                    record_events=allocation is None, allocation=allocation)
 
 
 def last_epochs(events) -> dict:

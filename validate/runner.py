@@ -47,6 +47,8 @@ from .task import RunResult, SplitTask, Stopper, trial_seed  # noqa: F401  (re-e
 # (measured in the closed loop: pause tails of 0.14-0.24 s against a 0.008 s save).
 SELECT_TIMEOUT_S = 0.02
 ROW_KEY = "_row"
+#: when the last runner of this process ended (unix time): a later split's allocation begins there
+_process_free_since: Optional[float] = None
 
 
 @dataclass
@@ -84,7 +86,6 @@ class Runner:
         self.active: dict[str, Segment] = {}
         self.relaunch: list[int] = []   # trials in flight when an earlier run ended
         self.logged: set = set()        # trials the event log already has
-        self.lost: dict = {}            # trial id -> segments lost without a decision (this run)
         self.done = False
         self.kill_at: Optional[float] = None
 
@@ -196,11 +197,16 @@ class Runner:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, resume: bool = False) -> RunResult:
+        global _process_free_since
+        from .state import process_age_s
+
+        began_unix = _process_free_since or time.time() - process_age_s()
         try:
             self._open(resume)
             if self.state.finished:
                 self.progress.note("finished in an earlier run; nothing to do")
                 return RunResult(self.task, self.out, True, "finished", self.state.elapsed_s)
+            allocation = {"began_unix": round(began_unix, 3), "ready_unix": round(time.time(), 3)}
             self.progress.note(f"{len(self.slots)} slot(s) of {self.ranks} rank(s) on {self.device}; "
                                f"records in {self.out}")
             while True:
@@ -224,6 +230,9 @@ class Runner:
                     self._reap()
             self.state.finished = not reason
             self.state.ended = reason or "finished"
+            _process_free_since = time.time()
+            self.state.allocations.append({**allocation, "ended_unix": round(_process_free_since, 3),
+                                           "ended": self.state.ended})
             self._save()
             self.progress.note(f"{self.state.ended} after {self.now():.1f}s")
             return RunResult(self.task, self.out, self.state.finished, self.state.ended, self.now())
@@ -450,8 +459,8 @@ class Runner:
         trial, by the rule the simulator follows (allocation.after_lost_segment)."""
         from nasalloc.simulator.allocation import after_lost_segment
 
-        self.lost[book.trial_id] = self.lost.get(book.trial_id, 0) + 1
-        if after_lost_segment(self.lost[book.trial_id], self.task.max_restarts) == "fail":
+        book.lost += 1  # in the state: counted across --resume
+        if after_lost_segment(book.lost, self.task.max_restarts) == "fail":
             self._fail(book, seg.slot, error, seg.last_epoch)
             return
         self._record("pause", book, book.reported, error=error,

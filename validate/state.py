@@ -9,7 +9,14 @@ trial, so the two can never disagree:
   number of segments launched, the milestone the scheduler started it towards and, under an
   adaptive policy, the GPUs of its current (or last) segment (``gpus``);
 * ``elapsed_s``: search time so far (time between a crash and ``--resume`` is not counted);
-* ``finished``: the search is over (``--resume`` skips it).
+* ``finished``: the search is over (``--resume`` skips it);
+* ``allocations``: one entry per invocation that worked on this split (an allocation of a
+  chain): ``began_unix`` (its process's start: under sbatch's ``exec``, the job's; for a later
+  split of the same invocation, the end of the one before), ``ready_unix`` (the runner could
+  launch trials), ``ended_unix`` (its last trial left) and ``ended`` (why). validate's report
+  compares them with the plan's chain (docs/formats.md);
+* per trial ``lost``: segments it lost without a decision (a killed step, a node failure), over
+  every invocation, which ``--max-restarts`` is counted against.
 
 What ``--resume`` does with a trial that was in flight when the run ended (status
 ``running``): it is re-run from its last checkpoint (from scratch when it has none) on the
@@ -43,6 +50,7 @@ class TrialBook:
     row: Optional[int] = None    # row of the plan's config table the config came from
     milestone: Optional[int] = None  # the milestone the scheduler started it towards
     gpus: Optional[float] = None     # adaptive policies: GPUs of its current (or last) segment
+    lost: int = 0                # segments lost without a decision, across --resume (--max-restarts)
 
 
 @dataclass
@@ -55,10 +63,12 @@ class RunState:
     finished: bool = False
     #: why the run ended last time: "finished", "interrupted (SIGTERM)", "time limit", ...
     ended: Optional[str] = None
+    allocations: list = field(default_factory=list)  # one dict per invocation that worked on it
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "algorithm": self.algorithm, "gpus_per_trial": self.gpus_per_trial,
                 "elapsed_s": self.elapsed_s, "finished": self.finished, "ended": self.ended,
+                "allocations": self.allocations,
                 "trials": [asdict(b) for b in self.trials.values()], "scheduler": self.scheduler}
 
     def save(self, path: Path) -> None:
@@ -73,6 +83,23 @@ class RunState:
             books = {int(b["trial_id"]): TrialBook(**b) for b in data["trials"]}
             return cls(algorithm=data["algorithm"], gpus_per_trial=float(data["gpus_per_trial"]),
                        scheduler=data["scheduler"], trials=books, elapsed_s=float(data["elapsed_s"]),
-                       finished=bool(data["finished"]), ended=data.get("ended"))
+                       finished=bool(data["finished"]), ended=data.get("ended"),
+                       allocations=list(data.get("allocations") or []))
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(f"validation state {path} is damaged ({type(err).__name__}: {err})") from None
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux: /proc/self/stat against CLOCK_BOOTTIME, ~10 ms;
+    elsewhere 0). Under the ``exec`` of a batch script the process is the job's shell, so this is
+    the time since the allocation began."""
+    import os
+    import time
+
+    try:
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time after boot
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0

@@ -64,10 +64,12 @@ def trial_seed(split_seed: int, trial_id: int) -> int:
 
 
 class Stopper:
-    """Whether to stop launching: set by a signal handler, or a wall-clock deadline."""
+    """Whether to stop launching: set by a signal handler, or a wall-clock deadline
+    ``time_limit_s`` after a start ``elapsed_s`` ago (validate: its process's start)."""
 
-    def __init__(self, time_limit_s: Optional[float] = None):
-        self.deadline = None if time_limit_s is None else time.monotonic() + float(time_limit_s)
+    def __init__(self, time_limit_s: Optional[float] = None, elapsed_s: float = 0.0):
+        self.deadline = (None if time_limit_s is None
+                         else time.monotonic() - float(elapsed_s) + float(time_limit_s))
         self.reason: Optional[str] = None
         self.exit_code = 0
 

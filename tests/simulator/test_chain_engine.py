@@ -27,6 +27,8 @@ MODELS = {
     "failures+every2": AllocationModel(node_mtbf_h=0.3, checkpoint_every=2),
     "tight grace": AllocationModel(time_limit_s=700.0, signal_lead_s=30.0, grace_s=5.0, checkpoint_every=1),
     "no restarts": AllocationModel(node_mtbf_h=0.2, max_restarts=0),
+    "limit+start": AllocationModel(time_limit_s=900.0, signal_lead_s=60.0, grace_s=40.0, requeue_wait_s=300.0,
+                                   allocation_start_s=45.0),
 }
 
 
@@ -76,6 +78,27 @@ def test_nothing_heard_is_reported_again_and_nothing_runs_outside_an_allocation(
     for trial in {t for t, _ in heard}:
         epochs = [ep for t, ep in heard if t == trial]
         assert epochs == list(range(1, len(epochs) + 1))
+
+
+def test_no_trial_launches_before_the_runner_has_started_in_its_allocation():
+    plain, started = MODELS["limit"], MODELS["limit+start"]
+    without, with_start = run("asha", 8, 1, plain), run("asha", 8, 1, started)
+    windows = [(a["start_s"], a["end_s"]) for a in with_start.chain["per_allocation"]]
+    assert len(windows) >= 2
+    for e in with_start.events:
+        if e.kind in ("start", "resume"):
+            start = max(s for s, _ in windows if s <= e.time_s + 1e-9)
+            assert e.time_s >= start + 45.0 - 1e-9, e
+    # every allocation loses its first 45 s: the chain needs at least as many, and takes longer
+    assert with_start.chain["allocations"] >= without.chain["allocations"]
+    assert with_start.makespan_s > without.makespan_s
+    # the key of a model without a start is the one it had before the field existed
+    assert "allocation_start_s" not in plain.key() and "allocation_start_s" in started.key()
+
+
+def test_an_allocation_start_that_leaves_no_training_time_is_refused():
+    with pytest.raises(UserError, match="--allocation-start 840s leaves no time"):
+        AllocationModel(time_limit_s=900.0, signal_lead_s=60.0, allocation_start_s=840.0)
 
 
 def test_limits_change_the_time_to_result():
@@ -138,3 +161,32 @@ def test_an_allocation_that_keeps_no_work_is_a_clear_error():
     model = AllocationModel(time_limit_s=40.0, signal_lead_s=10.0, grace_s=1.0)
     with pytest.raises(UserError, match="--time-limit 40s: allocation .* kept no work"):
         run("hyperband", 8, 1, model)
+
+
+def test_a_sweep_stopped_by_an_allocation_that_keeps_no_work_leaves_simulations_csv_as_it_was(tmp_path):
+    """A 1-GPU trial starts in 2 s and keeps its first epoch; a 4-GPU trial takes 30 s to start,
+    past the kill 25 s into every allocation: its run fails, after the 1-GPU rows were written."""
+    from dataclasses import replace
+
+    from nasalloc.simulator.sweep import CSV_NAME, SweepSpec, run_sweep
+    from nasalloc.simulator.timemodel import TimeModel
+
+    from .simdata import time_model
+
+    base = time_model(epoch_s=1.0)
+    slow_start = TimeModel(scaling=base.scaling, overheads={**base.overheads, "startup_s": 2.0},
+                           per_gpus={"startup_s": [(1.0, 2.0), (4.0, 30.0)]}, gpus_per_node=4)
+    model = AllocationModel(time_limit_s=60.0, signal_lead_s=40.0, grace_s=5.0)
+    spec = SweepSpec(budget=8, gpus_per_node=4, splits=(1.0, 4.0), algorithms=("asha",), seeds=(0, 1), max_t=9,
+                     allocation=model.key())
+    path = tmp_path / CSV_NAME
+    with pytest.raises(UserError, match="kept no work at 4 GPU"):
+        run_sweep(spec, slow_start, TABLE, TABLE.space, tmp_path)
+    assert not path.exists()  # the 1-GPU rows appended before the failure are gone with it
+    # an earlier sweep's file (the same settings, the 1-GPU split only) is put back byte for byte
+    run_sweep(replace(spec, splits=(1.0,)), slow_start, TABLE, TABLE.space, tmp_path)
+    earlier = path.read_bytes()
+    assert earlier.count(b"\n") == 3  # header and two seeds
+    with pytest.raises(UserError, match="kept no work"):
+        run_sweep(spec, slow_start, TABLE, TABLE.space, tmp_path, jobs=2)
+    assert path.read_bytes() == earlier

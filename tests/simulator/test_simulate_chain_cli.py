@@ -29,6 +29,10 @@ def trace(tmp_path):
     (["--node-mtbf", "-3"], "--node-mtbf -3.0"),
     (["--checkpoint-every", "0"], "--checkpoint-every 0"),
     (["--max-restarts", "-1", "--node-mtbf", "5"], "--max-restarts -1"),
+    (["--allocation-start", "5s"], "--allocation-start 5s only applies with --time-limit"),
+    (["--time-limit", "1h", "--allocation-start", "soon"], "--allocation-start 'soon'"),
+    (["--time-limit", "1h", "--signal-lead", "10m", "--allocation-start", "50m"],
+     "--allocation-start 3000s leaves no time to train"),
 ])
 def test_bad_chain_input_is_one_line_exit_2_and_writes_nothing(tmp_path, trace, capsys, args, words):
     out = tmp_path / "out"

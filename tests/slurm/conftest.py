@@ -157,6 +157,7 @@ def small_plans(tmp_path_factory):
     curves = Path(shutil.copy(shipped, tmp_path_factory.mktemp("curves")))
 
     def make(budget: int, gpus_per_node: int, gpus_per_trial: str, *extra: str) -> Path:
+        """``extra``: more simulate flags (a flag given again overrides the one above)."""
         out = tmp_path_factory.mktemp("plan")
         done = subprocess.run([sys.executable, "-m", "nasalloc", "simulate", "--budget", str(budget),
                                "--gpus-per-node", str(gpus_per_node), "--algorithms", "asha",

@@ -149,10 +149,11 @@ def test_validate_places_each_trial_on_both_nodes_and_survives_a_node_s_rank_kil
     assert json.loads((out / "report.json").read_text())["splits"][0]["failed"] == 1
 
 
-def rank_pid(trial_id: int, node: str):
+def rank_pid(trial_id: int, node: str, **env):
     """The pid of trial ``trial_id``'s rank process that the slurmd of ``node`` started (all
-    nodes are this machine: the process's environment says which node it belongs to)."""
-    wanted = {"SLURMD_NODENAME": node, "NASALLOC_JOB_NAME": f"trial{trial_id}-s1"}
+    nodes are this machine: the process's environment says which node it belongs to), in its
+    first segment; ``env``: more variables it must have (``SLURM_PROCID="1"``: rank 1)."""
+    wanted = {"SLURMD_NODENAME": node, "NASALLOC_JOB_NAME": f"trial{trial_id}-s1", **env}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

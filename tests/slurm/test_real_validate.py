@@ -145,3 +145,62 @@ def test_a_fractional_split_runs_its_trials_on_one_shared_gpu(slurm, make_plan, 
     # the first two trials ran at the same time on that one GPU
     first_end = min(e["time_s"] for e in events if e["kind"] in ENDS)
     assert sum(e["time_s"] < first_end for e in starts) == 2
+
+
+def test_a_rank_killed_mid_epoch_under_checkpoint_every_resumes_its_step_from_the_checkpoint(slurm, make_plan,
+                                                                                              tmp_path):
+    """--checkpoint-every 1 --max-restarts 1 with trials of 2 ranks as srun steps: once trial 0
+    has saved an epoch, its rank 1 is SIGKILLed in the middle of the next one. srun ends the
+    step (--kill-on-bad-exit); the runner relaunches it from the checkpoint, unheard by the
+    scheduler, and the search finishes with no failed trial."""
+    import os
+    import signal
+    import time
+
+    from .test_real_multinode import rank_pid
+
+    plan = make_plan(2, 2, "2", "--max-epochs", "9", "--trials", "2")
+    out = tmp_path / "validate"
+    log = out / "asha_g2" / "events.jsonl"
+    killed = {}
+
+    def kill_rank_1_mid_epoch():
+        deadline = time.monotonic() + 120
+        pid = None
+        while time.monotonic() < deadline and not killed:
+            pid = pid or rank_pid(0, "localhost", SLURM_PROCID="1")
+            events = list(read_jsonl(log)) if log.exists() else []
+            if pid and any(e["kind"] == "epoch" and e["trial_id"] == 0 and e["epoch"] >= 2 for e in events):
+                # epoch 2 reported, so epoch 1 (at least) is saved (--checkpoint-every 1): kill while it trains on
+                os.kill(pid, signal.SIGKILL)
+                killed.update(pid=pid, epochs=max(e["epoch"] for e in events if e["kind"] == "epoch"
+                                                  and e["trial_id"] == 0))
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_rank_1_mid_epoch, daemon=True)
+    killer.start()
+    done = slurm.salloc([*NASALLOC, "validate", "--plan", str(plan), "--which", "best", "--device", "cpu",
+                           "--executor", "slurm", "--out", str(out), "--checkpoint-every", "1", "--max-restarts", "1"],
+                          gpus=2, cpus=2, timeout_s=240)
+    killer.join(5)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert killed, "trial 0's rank 1 was not seen to kill"
+    events = list(read_jsonl(log))
+    assert not [e for e in events if e["kind"] == "fail"], "the lost step failed its trial"
+    lost = [e for e in events if e["kind"] == "pause" and e.get("extra", {}).get("lost")]
+    assert [e["trial_id"] for e in lost] == [0]
+    assert "trial0-s1: rank 1 on localhost" in lost[0]["error"], lost[0]["error"]
+    restart = next(e for e in events if e["kind"] == "resume" and e["trial_id"] == 0
+                   and e.get("extra", {}).get("restart"))
+    checkpoint = restart["extra"]["checkpoint_epoch"]
+    assert restart["epoch"] == checkpoint >= 1  # from its last periodic checkpoint, not from scratch
+    # the last one saved before the kill: the epoch seen reported, the one before (its save was
+    # under way) or the next (reported and saved while the signal was on its way)
+    assert killed["epochs"] - 1 <= checkpoint <= killed["epochs"] + 1
+    trial0 = [e for e in events if e["trial_id"] == 0]
+    first_after = next(e for e in trial0 if e["kind"] == "epoch" and e["time_s"] > restart["time_s"])
+    assert first_after["epoch"] == checkpoint + 1  # trained on from the checkpoint
+    heard = [(e["trial_id"], e["epoch"]) for e in events if e["kind"] == "epoch" and not e.get("extra", {}).get("replay")]
+    assert len(heard) == len(set(heard))
+    assert trial0[-1]["kind"] in ENDS
+    assert json.loads((out / "asha_g2" / "state.json").read_text())["finished"] is True

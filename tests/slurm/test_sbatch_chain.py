@@ -30,6 +30,9 @@ def test_predicted_allocations_come_from_the_validated_splits_compute_time():
     assert predicted_allocations(plan, ["asha"]) == pytest.approx(3.5)
     assert chain_jobs(plan, None) == 6 + 1 and chain_jobs(plan, 2) == 2
     assert predicted_allocations({"algorithms": {}}) is None and chain_jobs({"algorithms": {}}, None) is None
+    # each allocation's start-up (simulate --allocation-start) leaves less of it to train
+    started = {**plan, "allocation": {**MODEL, "allocation_start_s": 1100.0}}
+    assert predicted_allocations(started, ["bohb"]) == pytest.approx(3.0)
 
 
 def _plan_with_model(tmp_path) -> Path:

@@ -16,22 +16,33 @@ from .test_faults import _events, _wait_for
 pytestmark = pytest.mark.slow
 
 
-def test_a_step_killed_mid_epoch_resumes_from_its_last_checkpoint(closed_loop_plan, tmp_path):
-    out = tmp_path / "validate"
-    proc = start_nasalloc("validate", "--plan", closed_loop_plan, "--out", out, "--device", "cpu",
-                          "--algorithms", "asha", "--which", "2", "--checkpoint-every", "1", "--max-restarts", "1")
+def _validate_while(args: list, act) -> tuple:
+    """Run ``nasalloc validate ARGS`` and ``act(proc)`` beside it; (exit status, stderr)."""
+    proc = start_nasalloc("validate", *args)
     try:
-        log = out / "asha_g2" / "events.jsonl"
-        started = _wait_for(lambda e: e["kind"] == "start" and e["trial_id"] == 0, log, proc)
-        # after its second epoch the trial has saved (at least) epoch 1; kill it while it trains on
-        _wait_for(lambda e: e["kind"] == "epoch" and e["trial_id"] == 0 and e["epoch"] >= 2, log, proc)
-        os.kill(started["extra"]["pids"][0], signal.SIGKILL)
-        stdout, stderr = proc.communicate(timeout=300)
+        act(proc)
+        _, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 0, stderr[-2000:]
+    return proc.returncode, stderr
+
+
+def test_a_step_killed_mid_epoch_resumes_from_its_last_checkpoint(closed_loop_plan, tmp_path):
+    out = tmp_path / "validate"
+    log = out / "asha_g2" / "events.jsonl"
+
+    def kill_trial_0_mid_epoch(proc):
+        started = _wait_for(lambda e: e["kind"] == "start" and e["trial_id"] == 0, log, proc)
+        # after its second epoch the trial has saved (at least) epoch 1; kill it while it trains on
+        _wait_for(lambda e: e["kind"] == "epoch" and e["trial_id"] == 0 and e["epoch"] >= 2, log, proc)
+        os.kill(started["extra"]["pids"][0], signal.SIGKILL)
+
+    status, stderr = _validate_while(["--plan", closed_loop_plan, "--out", out, "--device", "cpu", "--algorithms",
+                                      "asha", "--which", "2", "--checkpoint-every", "1", "--max-restarts", "1"],
+                                     kill_trial_0_mid_epoch)
+    assert status == 0, stderr[-2000:]
     events = _events(log)
     assert not [e for e in events if e["kind"] == "fail"], "the lost step failed its trial"
     lost = [e for e in events if e["kind"] == "pause" and e.get("extra", {}).get("lost")]
@@ -47,3 +58,38 @@ def test_a_step_killed_mid_epoch_resumes_from_its_last_checkpoint(closed_loop_pl
     assert first_after["epoch"] == restart["epoch"] + 1  # trained on from the checkpoint
     assert json.loads((out / "asha_g2" / "state.json").read_text())["finished"] is True
 
+
+def test_max_restarts_counts_the_steps_lost_across_resume(closed_loop_plan, tmp_path):
+    """--max-restarts 1: a trial's first lost step restarts it; the run is stopped (SIGTERM) and
+    resumed; its second lost step, in the resumed run, fails it. The count is in state.json."""
+    out = tmp_path / "validate"
+    args = ["--plan", closed_loop_plan, "--out", out, "--device", "cpu", "--algorithms", "asha",
+            "--which", "2", "--max-restarts", "1"]
+    log = out / "asha_g2" / "events.jsonl"
+    restarted = lambda e: e["kind"] == "resume" and e["trial_id"] == 0 and e.get("extra", {}).get("restart")  # noqa: E731
+
+    def lose_a_step_then_stop(proc):
+        started = _wait_for(lambda e: e["kind"] == "start" and e["trial_id"] == 0, log, proc)
+        os.kill(started["extra"]["pids"][0], signal.SIGKILL)  # lost step 1: restarted
+        _wait_for(restarted, log, proc)
+        proc.send_signal(signal.SIGTERM)
+
+    def lose_the_resumed_step(proc):
+        # segment 1 was lost, segment 2 paused at the SIGTERM: segment 3 is the resumed run's
+        again = _wait_for(lambda e: restarted(e) and e["extra"]["segment"] == 3, log, proc)
+        os.kill(again["extra"]["pids"][0], signal.SIGKILL)  # lost step 2, in another invocation: fails
+
+    status, stderr = _validate_while(args, lose_a_step_then_stop)
+    assert status == 143, stderr[-2000:]
+    first_run = len(_events(log))
+    state = json.loads((out / "asha_g2" / "state.json").read_text())
+    assert next(t for t in state["trials"] if t["trial_id"] == 0)["lost"] == 1
+    status, stderr = _validate_while([*args, "--resume"], lose_the_resumed_step)
+    assert status == 0, stderr[-2000:]
+    events = _events(log)
+    lost = [e for e in events if e["kind"] == "pause" and e.get("extra", {}).get("lost") and e["trial_id"] == 0]
+    fails = [e for e in events if e["kind"] == "fail"]
+    assert len(lost) == 1 and [e["trial_id"] for e in fails] == [0] and "signal 9" in fails[0]["error"]
+    assert events.index(fails[0]) >= first_run
+    state = json.loads((out / "asha_g2" / "state.json").read_text())
+    assert next(t for t in state["trials"] if t["trial_id"] == 0)["lost"] == 2 and state["finished"] is True
