@@ -100,7 +100,7 @@ def validate(plan_path, algorithms, which, policy, executor_name, out, resume, t
         plan.scheduler_factory(name)  # and every scheduler must build
     from nasalloc.workloads.registry import load_workload
 
-    workload = load_workload(plan.workload_spec)  # the workload must load
+    load_workload(plan.workload_spec)  # the workload must load (with the batch policy it was profiled with)
     plan.time_model()  # and the profile give a time model
 
     from nasalloc.workloads.distributed import resolve_device
