@@ -35,7 +35,8 @@ PLACEMENT = re.compile(r"nasalloc slurm_task: rank (\d+)/(\d+) local (\d+) node 
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory, slurm_multi):
     """Budget 2 on nodes of 1 GPU, split into trials of 2 GPUs: each trial spans both nodes."""
-    return small_plans(tmp_path_factory)(2, 1, "2")
+    # 9 epochs: a trial that passes its rungs trains long enough (~0.3 s) to be caught mid-epoch
+    return small_plans(tmp_path_factory)(2, 1, "2", "--max-epochs", "9")
 
 
 def job_id_of(salloc_stderr: str) -> str:
@@ -87,21 +88,22 @@ def test_validate_places_each_trial_on_both_nodes_and_survives_a_node_s_rank_kil
         """Record every trial step's node list; kill the ci-n2 rank of the first trial that has
         finished an epoch and still runs (mid-epoch: it is in its next one)."""
         def step():
+            # the kill first: a trial's epochs take hundredths of a second, and squeue a tenth
+            if not killed and events_path.exists():
+                events = list(read_jsonl(events_path))
+                trained = {e["trial_id"] for e in events if e["kind"] == "epoch"}
+                ended = {e["trial_id"] for e in events if e["kind"] in ENDS}
+                for tid in sorted(trained - ended):
+                    pid = rank_pid(tid, "ci-n2")
+                    if pid:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.update(trial=tid, pid=pid)
+                        break
             for step_id, name, nodelist in slurm_multi.steps_named("nasalloc-trial", nodes=True):
                 seen_steps[name] = nodelist
-            if killed or not events_path.exists():
-                return bool(killed)
-            trained = {e["trial_id"] for e in read_jsonl(events_path) if e["kind"] == "epoch"}
-            ended = {e["trial_id"] for e in read_jsonl(events_path) if e["kind"] in ENDS}
-            for tid in sorted(trained - ended):
-                pid = rank_pid(tid, "ci-n2")
-                if pid:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.update(trial=tid, pid=pid)
-                    return True
-            return False
+            return bool(killed)
         try:
-            slurm_multi.wait_until(step, 200, "a trial to kill", interval_s=0.2)
+            slurm_multi.wait_until(step, 200, "a trial to kill", interval_s=0.02)
         except AssertionError:
             pass
         for _ in range(600):  # go on recording node lists until validate ends
