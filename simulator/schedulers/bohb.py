@@ -207,8 +207,7 @@ class BOHB(HyperBand):
             queries = candidates
             if self.space.conditions:  # inactive dims of a candidate must read as NaN
                 queries = round_trip_vectors(self.space, candidates)
-            rows = [int(r) for r in self.source.nearest(queries)]
-            candidates = self.source.vectors[rows]
+            rows = np.atleast_1d(self.source.nearest(queries))
         with np.errstate(all="ignore"):
             if rows is not None:  # densities of table rows, each computed once per KDE
                 g, b = row_pdf(good, self.source, rows), row_pdf(bad, self.source, rows)
@@ -227,7 +226,7 @@ class BOHB(HyperBand):
             return self.source.sample(self._rng, self._source_state)
         self.model_based_picks += 1
         if rows is not None:
-            row = rows[pick]
+            row = int(rows[pick])
             remaining = self._source_state.get("remaining")
             if remaining is not None and row in remaining:
                 remaining.remove(row)  # drawn now: random draws will not repeat it this pass

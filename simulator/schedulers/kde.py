@@ -49,9 +49,7 @@ def kde_pdf(kde, points: np.ndarray) -> np.ndarray:
         for dim in prep["o"]:
             xi, x, h = data[:, dim][None, :], points[:, dim][:, None], prep["bw"][dim]
             kernels[dim] = np.where(xi == x, 1 - h, 0.5 * (1 - h) * h ** np.abs(xi - x))
-        values = np.ones(kernels.shape[1:])
-        for kernel in kernels:  # in dimension order, as the product was always taken
-            values *= kernel
+        values = np.multiply.reduce(kernels, axis=0)  # in dimension order, one product at a time
         return (values / prep["bw_prod"]).sum(axis=1) / data.shape[0]
 
 

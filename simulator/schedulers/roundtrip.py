@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from ConfigSpace import ConfigurationSpace
+from ConfigSpace.conditions import EqualsCondition
 from ConfigSpace.hyperparameters import CategoricalHyperparameter, OrdinalHyperparameter
 
 
@@ -113,7 +114,18 @@ def _round_trip_plan(space: ConfigurationSpace) -> dict:
     identity = [(i, levels) for i, _, levels in columns if levels is not None]
     indices = (np.array([i for i, _ in identity], dtype=np.int64),
                np.array([levels - 1 for _, levels in identity], dtype=float)) if identity else None
-    plan = {"columns": columns, "scalers": scalers, "indices": indices, "conditions": conditions,
+    equals = None
+    if not nested:  # one pass, in any order: the plain EqualsConditions as one comparison
+        batch = [(condition, child, parents) for condition, child, parents in conditions
+                 if type(condition) is EqualsCondition and len(parents) == 1
+                 and isinstance(getattr(condition, "vector_value", None), (float, np.floating))]
+        if batch:
+            equals = (np.array([child for _, child, _ in batch], dtype=np.int64),
+                      np.array([parents[0] for _, _, parents in batch], dtype=np.int64),
+                      np.array([float(condition.vector_value) for condition, _, _ in batch]))
+            conditions = [entry for entry in conditions if all(entry is not b for b in batch)]
+    plan = {"columns": columns, "scalers": scalers, "indices": indices, "equals": equals,
+            "conditions": conditions,
             "passes": len(space.conditions) + 1 if nested else 1}
     if len(_ROUND_TRIP_PLANS) > 64:
         _ROUND_TRIP_PLANS.clear()
