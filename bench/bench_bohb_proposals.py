@@ -30,7 +30,6 @@ sys.path.insert(0, str(HERE))
 
 import bench_simulate  # noqa: E402  (its old-tree extraction and import shim)
 
-ROOT = HERE.parent
 
 
 def timed_proposals(run) -> dict:
@@ -116,8 +115,7 @@ def _worker(root: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default=None,
-                        help="git revision of the code before [default: where this branch left main]")
+    parser.add_argument("--base", help="git revision of the code before [default: where this branch left main]")
     parser.add_argument("--slots", default="4,64,1024")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each case and side, best kept")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -125,9 +123,7 @@ def main() -> None:
     if args.worker:
         _worker(args.worker)
         return
-    if args.base is None:
-        args.base = subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
-                                   capture_output=True, text=True).stdout.strip()[:10]
+    args.base = args.base or bench_simulate.default_base()
     cases = [["engine", s] for s in args.slots.split(",")] + [["fakeclock", "ray"], ["fakeclock", "reference"]]
     with tempfile.TemporaryDirectory() as tmp:
         old = _OldProposals(bench_simulate._old_tree(args.base, tmp))
