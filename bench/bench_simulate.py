@@ -107,6 +107,12 @@ def _shim(root: str) -> None:
             setattr(top, sub, load(f"nasalloc.{sub}", f"{root}/{sub}"))
 
 
+def default_base() -> str:
+    """Where this branch left main: the code before."""
+    return subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
+                          capture_output=True, text=True).stdout.strip()[:10]
+
+
 def _old_tree(base: str, into: str) -> str:
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", base], check=True, capture_output=True).stdout
     with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
@@ -192,9 +198,7 @@ def main() -> None:
         _worker(args.worker)
         return
 
-    if args.base is None:
-        args.base = subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
-                                   capture_output=True, text=True).stdout.strip()[:10]
+    args.base = args.base or default_base()
     slots = [int(s) for s in args.slots.split(",")]
     cases = [(a, s) for s in slots for a in ALGORITHMS]
     with tempfile.TemporaryDirectory() as tmp:

@@ -87,6 +87,7 @@ class DigitsWorkload(ClassifierWorkload):
         self.lr_schedule = lr_schedule
         self.max_epochs = int(max_epochs)
         self._splits = None
+        self._reference = None
 
     def search_space(self, seed: Optional[int] = None):
         from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float, Integer
@@ -111,7 +112,10 @@ class DigitsWorkload(ClassifierWorkload):
         return space
 
     def reference_config(self) -> dict:
-        return dict(self.search_space().get_default_configuration())
+        # built once: relative_cost asks for it per config (250 rows = 250 spaces built, ~1 s)
+        if self._reference is None:
+            self._reference = dict(self.search_space().get_default_configuration())
+        return dict(self._reference)
 
     def relative_cost(self, config: dict) -> float:
         """Estimated epoch seconds of ``config`` over those of the reference config."""

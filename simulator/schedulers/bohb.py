@@ -23,61 +23,17 @@ exactly what the original would have.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Optional
 
 import numpy as np
-from scipy.special import ndtr, ndtri
 
 from nasalloc.errors import UserError
 
 from .common import SeedLike, check_count, jfloat, ufloat
 from .hyperband import HyperBand
-from .sampling import ROW_KEY, config_to_vector, kde_vartypes, round_trip_vectors, vector_to_config
-
-
-def truncated_normal(rng: np.random.Generator, mean: np.ndarray, scale: np.ndarray):
-    """Draws of N(mean, scale) truncated to [0, 1], by inverting the CDF (what scipy's
-    truncnorm.rvs does, ~20x faster per call here); the interval always holds the mean."""
-    low, high = ndtr(-mean / scale), ndtr((1 - mean) / scale)
-    u = low + rng.random(np.shape(mean)) * (high - low)
-    return np.clip(mean + scale * ndtri(u), 0.0, 1.0)
-
-
-def kde_pdf(kde, points: np.ndarray) -> np.ndarray:
-    """``kde.pdf(points)`` of a statsmodels KDEMultivariate, vectorised over the points.
-
-    statsmodels evaluates point by point in Python (gpke per point); this is the same product
-    kernel (gaussian 'c', Aitchison-Aitken 'u' with the levels seen in the data, Wang-Ryzin
-    'o'), about 50x faster for BOHB's 64 candidates. tests/simulator/test_bohb.py checks both
-    agree.
-    """
-    data = np.asarray(kde.data, dtype=float)
-    points = np.atleast_2d(np.asarray(points, dtype=float))
-    bw = np.asarray(kde.bw, dtype=float)
-    values = np.ones((points.shape[0], data.shape[0]))
-    with np.errstate(all="ignore"):
-        for dim, kind in enumerate(kde.var_type):
-            xi, x, h = data[:, dim][None, :], points[:, dim][:, None], bw[dim]
-            if kind == "c":
-                kernel = (1.0 / np.sqrt(2 * np.pi)) * np.exp(-((xi - x) ** 2) / (h ** 2 * 2.0))
-            elif kind == "u":
-                levels = _levels_seen(kde, dim)
-                kernel = np.where(xi == x, 1 - h, h / (levels - 1))
-            else:
-                kernel = np.where(xi == x, 1 - h, 0.5 * (1 - h) * h ** np.abs(xi - x))
-            values *= kernel
-        continuous = np.array([kind == "c" for kind in kde.var_type])
-        return (values / np.prod(bw[continuous])).sum(axis=1) / data.shape[0]
-
-
-def _levels_seen(kde, dim: int) -> int:
-    """How many values dimension ``dim`` takes in the KDE's data (kept on the KDE: its data
-    never changes, a refit makes a new one)."""
-    seen = kde.__dict__.setdefault("_nasalloc_levels", {})
-    if dim not in seen:
-        seen[dim] = np.unique(np.asarray(kde.data, dtype=float)[:, dim]).size
-    return seen[dim]
+from .kde import NormalReferenceKDE, kde_pdf, row_pdf, truncated_normal
+from .roundtrip import round_trip_vectors
+from .sampling import ROW_KEY, config_to_vector, kde_vartypes, vector_to_config
 
 
 class BOHB(HyperBand):
@@ -165,8 +121,6 @@ class BOHB(HyperBand):
 
     def _kde_pair(self, budget: int) -> tuple:
         if budget not in self._kdes:
-            from statsmodels.nonparametric.kernel_density import KDEMultivariate
-
             data = self._observations[budget]
             vectors = np.array([v for v, _ in data])
             losses = np.array([loss for _, loss in data])
@@ -175,10 +129,7 @@ class BOHB(HyperBand):
             rng = np.random.default_rng([self._impute_seed, budget, len(data)])
             good = self._impute(vectors[order[:n_good]], rng)
             bad = self._impute(vectors[order[n_good:n_good + n_bad]], rng)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                kdes = [KDEMultivariate(data=d, var_type=self.vartypes, bw="normal_reference")
-                        for d in (good, bad)]
+            kdes = [NormalReferenceKDE(d, self.vartypes) for d in (good, bad)]
             for kde in kdes:
                 kde.bw = np.clip(kde.bw, self.min_bandwidth, None)
             self._kdes[budget] = tuple(kdes)
@@ -191,6 +142,9 @@ class BOHB(HyperBand):
         missing_rows = np.isnan(rows)
         if not missing_rows.any():
             return rows.copy()
+        quick = self._impute_one_draw_each(rows, missing_rows, rng)
+        if quick is not None:
+            return quick
         # Python lists: the same draws in the same order, without a numpy call per value
         source = rows.tolist()
         out = rows.tolist()
@@ -211,6 +165,36 @@ class BOHB(HyperBand):
                 missing = [d for d in missing if row[d] != row[d]]
         return np.array(out, dtype=float)
 
+    @staticmethod
+    def _impute_one_draw_each(rows: np.ndarray, missing_rows: np.ndarray, rng: np.random.Generator):
+        """_impute where every incomplete row is completed by its first donor, whichever it
+        is (each row's first missing dimension has donors, and all of them hold every
+        dimension the row misses), else None: then the loop draws one donor per row, in row
+        order, and so does one ``rng.integers(0, sizes)`` call (bounded draws take 32 bits
+        of the stream each, in order, whether asked one by one or as an array: the same
+        donors, the same generator state after)."""
+        finite = ~missing_rows
+        incomplete = np.flatnonzero(missing_rows.any(axis=1))
+        if incomplete.size < 24 or missing_rows.shape[1] > 62:
+            return None  # few rows: the loop is as quick
+        codes = missing_rows[incomplete].astype(np.int64) @ np.left_shift(1, np.arange(missing_rows.shape[1]),
+                                                                          dtype=np.int64)
+        groups = []
+        for code in np.unique(codes).tolist():
+            dims = [d for d in range(missing_rows.shape[1]) if code >> d & 1]
+            pool = np.flatnonzero(finite[:, dims[0]])
+            if not pool.size or not finite[np.ix_(pool, dims)].all():
+                return None  # no donor, or a donor that leaves a dimension missing
+            groups.append((np.flatnonzero(codes == code), dims, pool))
+        sizes = np.empty(incomplete.size, dtype=np.int64)
+        for members, dims, pool in groups:
+            sizes[members] = pool.size
+        picks = rng.integers(0, sizes)
+        out = rows.copy()
+        for members, dims, pool in groups:
+            out[np.ix_(incomplete[members], dims)] = rows[np.ix_(pool[picks[members]], dims)]
+        return out
+
     # -- proposing ----------------------------------------------------------------------------
     def _new_config(self) -> dict:
         budget = self.model_budget()
@@ -223,11 +207,13 @@ class BOHB(HyperBand):
             queries = candidates
             if self.space.conditions:  # inactive dims of a candidate must read as NaN
                 queries = round_trip_vectors(self.space, candidates)
-            rows = [int(r) for r in self.source.nearest(queries)]
-            candidates = self.source.vectors[rows]
-        scoring = np.nan_to_num(candidates, nan=0.0)  # inactive dims: any value, equal for all
+            rows = np.atleast_1d(self.source.nearest(queries))
         with np.errstate(all="ignore"):
-            g, b = kde_pdf(good, scoring), kde_pdf(bad, scoring)
+            if rows is not None:  # densities of table rows, each computed once per KDE
+                g, b = row_pdf(good, self.source, rows), row_pdf(bad, self.source, rows)
+            else:
+                scoring = np.nan_to_num(candidates, nan=0.0)  # inactive dims: any value, equal for all
+                g, b = kde_pdf(good, scoring), kde_pdf(bad, scoring)
             ratio = np.maximum(b, 1e-32) / np.maximum(g, 1e-32)
         # HpBandSter takes the first candidate whose ratio is not finite while good(x) is (a
         # categorical value the bad KDE never saw); otherwise the smallest ratio.
@@ -240,7 +226,7 @@ class BOHB(HyperBand):
             return self.source.sample(self._rng, self._source_state)
         self.model_based_picks += 1
         if rows is not None:
-            row = rows[pick]
+            row = int(rows[pick])
             remaining = self._source_state.get("remaining")
             if remaining is not None and row in remaining:
                 remaining.remove(row)  # drawn now: random draws will not repeat it this pass

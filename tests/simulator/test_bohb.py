@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nasalloc.simulator.schedulers import BOHB, SpaceSource, TableSource, make_scheduler
-from nasalloc.simulator.schedulers.bohb import kde_pdf
+from nasalloc.simulator.schedulers.bohb import NormalReferenceKDE, kde_pdf, row_pdf
 from nasalloc.simulator.schedulers.fakeclock import FakeClock
 
 OPTIMUM = np.array([0.25, 0.7])
@@ -45,6 +45,46 @@ def test_kde_pdf_matches_statsmodels_for_every_variable_type():
     points[:, 2] = rng.integers(0, 3, 64)
     points[:, 3] = rng.integers(0, 4, 64)
     np.testing.assert_allclose(kde_pdf(kde, points), kde.pdf(points), rtol=1e-12)
+
+
+def test_normal_reference_kde_has_statsmodels_bandwidths_to_the_last_bit():
+    from statsmodels.nonparametric.kernel_density import KDEMultivariate
+
+    rng = np.random.default_rng(1)
+    for rows in (6, 25, 113):
+        data = rng.random((rows, 5))
+        data[:, 1] = rng.integers(0, 3, rows)
+        data[:, 4] = rng.integers(0, 2, rows)
+        data[: rows // 2, 2] = 0.5  # a dimension with repeated values
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reference = KDEMultivariate(data=data, var_type="cuccu", bw="normal_reference")
+        ours = NormalReferenceKDE(data, "cuccu")
+        assert ours.bw.tobytes() == reference.bw.tobytes()
+        np.testing.assert_array_equal(ours.data, reference.data)
+        points = rng.random((64, 5))
+        points[:, 1] = rng.integers(0, 3, 64)
+        points[:, 4] = rng.integers(0, 2, 64)
+        np.testing.assert_allclose(kde_pdf(ours, points), reference.pdf(points), rtol=1e-12)
+    with pytest.raises(ValueError):
+        NormalReferenceKDE(rng.random((5, 5)), "ccccc")
+
+
+def test_row_densities_are_the_floats_of_one_call_on_all_candidates():
+    """row_pdf keeps each row's density on the KDE; whichever rows came before, a row's
+    density is the float kde_pdf gives it among any other points (no tolerance)."""
+    space = CS.ConfigurationSpace()
+    space.add([CS.Float("x", (0.0, 1.0)), CS.Categorical("c", ["a", "b", "c"]), CS.Float("y", (0.0, 1.0))])
+    rng = np.random.default_rng(2)
+    configs = [{"x": float(rng.random()), "c": str(rng.choice(["a", "b", "c"])), "y": float(rng.random())}
+               for _ in range(40)]
+    table = TableSource(space, configs)
+    kde = NormalReferenceKDE(table.vectors[rng.integers(0, 40, 15)], "cuc")
+    kde.bw = np.clip(kde.bw, 1e-3, None)
+    for _ in range(5):
+        rows = rng.integers(0, 40, 64)
+        expected = kde_pdf(kde, table.vectors[rows])
+        assert row_pdf(kde, table, rows).tobytes() == expected.tobytes()
 
 
 def test_suggestions_concentrate_near_the_optimum():
@@ -159,3 +199,28 @@ def test_truncated_normal_draws_follow_scipys_truncnorm(mean, scale):
     reference = sps.truncnorm(-mean / scale, (1 - mean) / scale, loc=mean, scale=scale)
     assert draws.min() >= 0.0 and draws.max() <= 1.0
     assert sps.kstest(draws, reference.cdf).pvalue > 0.001
+
+
+def test_imputation_in_one_draw_gives_the_loops_values_and_generator_state():
+    """With many incomplete rows BOHB imputes by one rng.integers call over the donor pools;
+    the values and the generator's state after must be the row-by-row loop's."""
+    scheduler = BOHB(SpaceSource(square()), max_t=9, seed=0, trials=5)
+    scheduler.levels = np.zeros(5, dtype=int)
+    rng = np.random.default_rng(5)
+    for trial in range(20):
+        rows = rng.random((int(rng.integers(30, 120)), 5))
+        cnn = rng.random(len(rows)) < 0.5
+        rows[cnn, 3] = np.nan  # one structure misses dimension 3, the other 1 and 4
+        rows[~cnn, 1] = np.nan
+        rows[~cnn, 4] = np.nan
+        if trial % 4 == 3:  # a donor that leaves a dimension missing: the loop's business
+            rows[np.flatnonzero(cnn)[:2], 4] = np.nan
+        ours, loops = np.random.default_rng([trial, 1]), np.random.default_rng([trial, 1])
+        quick = scheduler._impute(rows, ours)
+        scheduler_loop = BOHB(SpaceSource(square()), max_t=9, seed=0, trials=5)
+        scheduler_loop.levels = scheduler.levels
+        scheduler_loop._impute_one_draw_each = lambda *args: None
+        slow = scheduler_loop._impute(rows, loops)
+        assert quick.tobytes() == slow.tobytes()
+        assert ours.bit_generator.state == loops.bit_generator.state
+        assert not np.isnan(quick).any()

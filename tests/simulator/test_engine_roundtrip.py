@@ -5,7 +5,8 @@ import ConfigSpace as CS
 import numpy as np
 import pytest
 
-from nasalloc.simulator.schedulers.sampling import config_to_vector, round_trip_vectors, vector_to_config
+from nasalloc.simulator.schedulers.roundtrip import round_trip_vectors
+from nasalloc.simulator.schedulers.sampling import config_to_vector, vector_to_config
 
 
 def conditional_space():

@@ -1,0 +1,126 @@
+"""BOHB's kernel densities: the good/bad KDE (statsmodels' normal-reference KDEMultivariate
+without statsmodels), its density at many points at once, and the candidates' truncated
+normal draws. Every float is the one the per-point, per-dimension formulas give
+(tests/simulator/test_bohb.py checks against statsmodels; bench/bench_bohb_proposals.py that
+the proposals are those of the code before).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+
+def truncated_normal(rng: np.random.Generator, mean: np.ndarray, scale: np.ndarray):
+    """Draws of N(mean, scale) truncated to [0, 1], by inverting the CDF (what scipy's
+    truncnorm.rvs does, ~20x faster per call here); the interval always holds the mean."""
+    low, high = ndtr(-mean / scale), ndtr((1 - mean) / scale)
+    u = low + rng.random(np.shape(mean)) * (high - low)
+    return np.clip(mean + scale * ndtri(u), 0.0, 1.0)
+
+
+def kde_pdf(kde, points: np.ndarray) -> np.ndarray:
+    """``kde.pdf(points)`` of a statsmodels KDEMultivariate (or a :class:`NormalReferenceKDE`),
+    vectorised over the points and the dimensions.
+
+    statsmodels evaluates point by point in Python (gpke per point); this is the same product
+    kernel (gaussian 'c', Aitchison-Aitken 'u' with the levels seen in the data, Wang-Ryzin
+    'o'). Every kernel value is the float the per-dimension formula gives, and they are
+    multiplied in dimension order as a loop over dimensions would, so the densities are the
+    same to the last bit as one (k, n) array per dimension gave; the per-KDE constants are
+    computed once (a KDE's data never changes, a refit makes a new one).
+    tests/simulator/test_bohb.py checks agreement with statsmodels.
+    """
+    prep = _kernel_prep(kde)
+    points = np.atleast_2d(np.asarray(points, dtype=float))
+    data = prep["data"]
+    kernels = np.empty((data.shape[1], points.shape[0], data.shape[0]))
+    with np.errstate(all="ignore"):
+        cont = prep["c"]
+        if cont.size:  # gaussian: (xi - x) ** 2 / (h ** 2 * 2.0), per dimension's own h
+            diff = prep["data_c"][:, None, :] - points[:, cont].T[:, :, None]
+            kernels[cont] = _GAUSS * np.exp(-(diff ** 2) / prep["denom_c"][:, None, None])
+        unordered = prep["u"]
+        if unordered.size:
+            same = prep["data_u"][:, None, :] == points[:, unordered].T[:, :, None]
+            kernels[unordered] = np.where(same, prep["same_u"][:, None, None], prep["other_u"][:, None, None])
+        for dim in prep["o"]:
+            xi, x, h = data[:, dim][None, :], points[:, dim][:, None], prep["bw"][dim]
+            kernels[dim] = np.where(xi == x, 1 - h, 0.5 * (1 - h) * h ** np.abs(xi - x))
+        values = np.multiply.reduce(kernels, axis=0)  # in dimension order, one product at a time
+        return (values / prep["bw_prod"]).sum(axis=1) / data.shape[0]
+
+
+_GAUSS = 1.0 / np.sqrt(2 * np.pi)
+
+
+def row_pdf(kde, source, rows) -> np.ndarray:
+    """``kde_pdf(kde, scoring)`` for the table rows ``rows`` (inactive dimensions as 0), each
+    row's density computed once per KDE and kept on it: a candidate snapped to a row scores as
+    that row, and a KDE pair serves several proposals whose 64 candidates share rows. The
+    density of a point does not depend on which other points are evaluated with it (one
+    row of independent kernel products, summed alone), so the floats are those of one call
+    on all the candidates."""
+    prep = _kernel_prep(kde)  # a new bw or data makes a new prep, and so forgets the rows
+    cache = kde.__dict__.get("_nasalloc_rows")
+    if cache is None or cache[0] is not source or cache[1] is not prep:
+        cache = (source, prep, np.zeros(len(source)), np.zeros(len(source), dtype=bool))
+        kde.__dict__["_nasalloc_rows"] = cache
+    _, _, densities, known = cache
+    rows = np.asarray(rows, dtype=np.int64)
+    missing = np.unique(rows[~known[rows]])
+    if missing.size:
+        densities[missing] = kde_pdf(kde, np.nan_to_num(source.vectors[missing], nan=0.0))
+        known[missing] = True
+    return densities[rows]
+
+
+class NormalReferenceKDE:
+    """What BOHB needs of statsmodels' ``KDEMultivariate(data, var_type,
+    bw='normal_reference')``: its ``data``, ``var_type`` and bandwidths, computed by the same
+    expression (Scott's rule, ``1.06 * std * nobs ** (-1 / (4 + k_vars))``), so the bandwidths
+    are statsmodels' to the last bit (tests/simulator/test_bohb.py), without importing
+    statsmodels (about 0.3 s per process) or building its estimator per refit. Evaluate it
+    with :func:`kde_pdf`."""
+
+    def __init__(self, data: np.ndarray, var_type: str):
+        self.var_type = var_type
+        self.k_vars = len(var_type)
+        self.data = np.reshape(np.asarray(data), (-1, self.k_vars))
+        self.nobs = self.data.shape[0]
+        if self.nobs <= self.k_vars:
+            raise ValueError("The number of observations must be larger than the number of variables.")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.bw = 1.06 * np.std(self.data, axis=0) * self.nobs ** (-1.0 / (4 + self.data.shape[1]))
+
+
+def _kernel_prep(kde) -> dict:
+    """The per-KDE constants of kde_pdf, kept on the KDE (recomputed if its data or bw object
+    is replaced, as _kde_pair does once when it clips the bandwidths)."""
+    prep = kde.__dict__.get("_nasalloc_prep")
+    if prep is not None and prep["bw_of"] is kde.bw and prep["data_of"] is kde.data:
+        return prep
+    data = np.asarray(kde.data, dtype=float)
+    bw = np.asarray(kde.bw, dtype=float)
+    kinds = np.array(list(kde.var_type))
+    cont, unordered = np.flatnonzero(kinds == "c"), np.flatnonzero(kinds == "u")
+    # the scalars exactly as the per-dimension formula computes them (numpy float64 each)
+    denom_c = np.array([bw[dim] ** 2 * 2.0 for dim in cont], dtype=float)
+    data_u = np.ascontiguousarray(data[:, unordered].T)
+    if np.isnan(data_u).any():
+        levels = [np.unique(data[:, dim]).size for dim in unordered]
+    else:  # distinct values as np.unique counts them (no NaN: -0.0 and 0.0 are one value)
+        levels = [len(set(values)) for values in data_u.tolist()]
+    same_u = np.array([1 - bw[dim] for dim in unordered], dtype=float)
+    with np.errstate(all="ignore"):
+        other_u = np.array([bw[dim] / (count - 1) for dim, count in zip(unordered, levels)], dtype=float)
+    prep = {"bw_of": kde.bw, "data_of": kde.data, "data": data, "bw": bw,
+            "c": cont, "u": unordered, "o": np.flatnonzero(kinds == "o"),
+            "data_c": np.ascontiguousarray(data[:, cont].T), "denom_c": denom_c,
+            "data_u": data_u, "same_u": same_u, "other_u": other_u,
+            "bw_prod": np.prod(bw[kinds == "c"])}
+    kde.__dict__["_nasalloc_prep"] = prep
+    return prep
