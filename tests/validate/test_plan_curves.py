@@ -44,3 +44,16 @@ def test_the_plan_trains_with_the_batch_policy_it_was_profiled_with():
     assert Plan.workload_spec.fget(plan) == {"name": "digits", "options": {"batch_policy": "per_gpu"}}
     plan.profile = {"workload": {"batch_policy": "global"}}
     assert Plan.workload_spec.fget(plan) == "digits"  # as before: the name alone
+
+
+def test_the_report_says_the_learning_rate_rule_of_a_per_gpu_plan():
+    from types import SimpleNamespace
+
+    from nasalloc.validate.cli import _lr_rule_note
+
+    per_gpu = SimpleNamespace(workload={"name": "digits", "options": {"batch_policy": "per_gpu"}})
+    per_gpu.workload_spec = per_gpu.workload
+    note = _lr_rule_note(per_gpu)
+    assert "x n" not in note and "(SGD) or sqrt(n) (Adam), RASDA's rule" in note
+    plain = SimpleNamespace(workload_spec="digits")
+    assert _lr_rule_note(plain) is None  # the global batch does not grow: nothing to say
