@@ -132,7 +132,15 @@ def test_a_plan_runs_through_a_chain_of_allocations(slurm, tmp_path):
     heard = [(e["trial_id"], e["epoch"]) for e in events if e["kind"] == "epoch" and not e.get("extra", {}).get("replay")]
     assert len(heard) == len(set(heard))
     interrupted = [e for e in events if e["kind"] == "pause" and e.get("extra", {}).get("interrupted")]
-    assert len(worked) >= 2 and interrupted, f"one allocation sufficed: {len(worked)} job(s) worked"
+    # several allocations, each but the last ended by its time limit; a trial paused at a limit
+    # (there may be none: ASHA often stops both running trials at the result they report after
+    # the signal) resumes in a later allocation
+    assert len(worked) >= 2, f"one allocation sufficed: {len(worked)} job(s) worked"
+    endings = [a["ended"] for a in state["allocations"]]
+    assert len(endings) == len(worked) and endings[:-1] == ["time limit"] * (len(endings) - 1), endings
+    for pause in interrupted:
+        later = events[events.index(pause):]
+        assert any(e["kind"] == "resume" and e["trial_id"] == pause["trial_id"] for e in later), pause
     report = {
         "predicted": {"allocations": best["allocations"], "time_to_result_s": best["time_to_result_s"],
                       "compute_s": best["compute_s"], "queue_wait_s": 0.0, "allocation_start_s": allocation_start},
