@@ -43,6 +43,7 @@ def allocation_model_of(plan) -> Optional[object]:
 
 def predicted_chain(plan, choice, gpus_per_node=None) -> Optional[dict]:
     """The chain the plan's model predicts for this split (plan's seed), or None without a model."""
+    from nasalloc.simulator.batchscaling import stretched_table
     from nasalloc.simulator.cluster import make_split
     from nasalloc.simulator.engine import simulate
 
@@ -50,7 +51,8 @@ def predicted_chain(plan, choice, gpus_per_node=None) -> Optional[dict]:
     if model is None or getattr(choice, "policy", None):
         return None
     split = make_split(plan.budget, gpus_per_node or plan.gpus_per_node, choice.gpus_per_trial)
-    result = simulate(plan.scheduler_factory(choice.algorithm)(), split, plan.time_model(), plan.table(),
+    table = stretched_table(plan.table(), choice.gpus_per_trial, plan.batch_scaling())  # as predict() reads it
+    result = simulate(plan.scheduler_factory(choice.algorithm)(), split, plan.time_model(), table,
                       seed=plan.seed(choice.algorithm), algorithm=choice.algorithm, record_events=False,
                       allocation=model)
     chain = result.chain
