@@ -65,6 +65,7 @@ class Segment:
     checkpointed: bool = False
     save_s: Optional[float] = None
     load_s: Optional[float] = None
+    loaded_epoch: int = 0           # the epoch of the checkpoint the ranks loaded ("ready")
     interrupted: bool = False
 
 
@@ -357,6 +358,10 @@ class Runner:
         kind = message.get("type")
         if kind == "ready":
             seg.load_s = message.get("load_s")
+            # The checkpoint the ranks really loaded is the authority: a periodic save can land
+            # on disk while its "saved" message dies with a killed rank, so it may be newer than
+            # the book (and the resume record, written at launch) says.
+            seg.loaded_epoch = book.checkpoint_epoch = int(message.get("epoch", book.checkpoint_epoch))
         elif kind == "saved":  # --checkpoint-every: the trial goes on; a loss falls back to here
             book.checkpoint_epoch = int(message["epoch"])
         elif kind == "checkpointed":
@@ -372,8 +377,10 @@ class Runner:
         seconds = float(msg.get("train_s") or 0) + float(msg.get("eval_s") or 0)
         began = max(seg.launched_s, ended - seconds)
         extra = {"train_s": msg.get("train_s"), "eval_s": msg.get("eval_s"), "segment": seg.number}
-        if seg.load_s is not None and epoch == book.checkpoint_epoch + 1:
+        if seg.load_s is not None and epoch == seg.loaded_epoch + 1:
             extra["load_s"] = seg.load_s
+            if seg.loaded_epoch:
+                extra["loaded_epoch"] = seg.loaded_epoch
         trace_row = None
         if epoch <= book.reported:  # re-training after a restart: the scheduler saw it already
             answer = "continue"

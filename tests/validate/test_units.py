@@ -177,3 +177,19 @@ def test_a_ray_start_is_dated_from_the_segment_end_that_let_ray_begin_it(tmp_pat
     times = [r["time_s"] for r in merged]
     assert times == sorted(times)
     assert (tmp_path / "events.jsonl").read_text().count("\n") == len(merged) == 12
+
+
+def test_the_checkpoint_the_ranks_loaded_overrides_the_book():
+    # A rank killed after writing a periodic checkpoint but before reporting it ("saved"): the
+    # book says epoch 1, the relaunched ranks load epoch 2. The runner believes the ranks, so the
+    # next epoch is the first new one and its record names the checkpoint really loaded.
+    from nasalloc.validate.runner import Runner, Segment
+
+    runner = Runner.__new__(Runner)
+    book = TrialBook(0, {}, reported=2, checkpoint_epoch=1)
+    runner.state = RunState("asha", 1.0, {}, {0: book})
+    seg = Segment(0, 2, slot=None, job=None, token="t", kind="resume", launched_s=0.0)
+    runner._handle(seg, {"type": "ready", "epoch": 2, "load_s": 0.25})
+    assert (book.checkpoint_epoch, seg.loaded_epoch, seg.load_s) == (2, 2, 0.25)
+    runner._handle(seg, {"type": "ready", "epoch": 0, "load_s": 0.0})  # the file was gone: from scratch
+    assert book.checkpoint_epoch == 0
