@@ -141,7 +141,7 @@ def simulate(budget, profile_path, curves_path, algorithms, gpus_per_trial, gpus
 
         plan = write_report(out, spec, sweep, plan_input.profile, plan_input.table, objective, plan_input.notes,
                             annotate=lambda p: annotate_plan(p, plan_input.table, plan_input.scaling,
-                                                             plan_input.tolerance))
+                                                             plan_input.tolerance), jobs=plan_input.jobs)
         if plan_input.scaling is not None and plan_input.scaling.active:
             plot_batch_scaling(out, plan, plan_input.table.metric_name)
         if adaptive:

@@ -13,6 +13,8 @@ Times are in the unit that reads best for the plot (s, min or h), as in the term
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from pathlib import Path
 
 from nasalloc.io import atomic_save_figure
@@ -32,15 +34,21 @@ def _pyplot():
 
 
 def best_so_far(events: list, mode: str) -> tuple:
-    """(times, best metric so far) after each epoch record."""
-    times, values, best = [0.0], [float("nan")], None
+    """(times, best metric so far) as a step function (``where="post"``): a point where the best
+    improves and one at the last epoch record, so the line reaches the run's end. The same steps
+    as a point after every epoch record, with tens of points instead of thousands (drawing those
+    was most of the plot's time)."""
+    times, values, best, last = [0.0], [float("nan")], None, None
     for e in events:
         if e["kind"] != "epoch" or e.get("metric") is None:
             continue
-        metric = e["metric"]
+        metric, last = e["metric"], e["time_s"]
         if best is None or (metric > best if mode == "max" else metric < best):
             best = metric
-        times.append(e["time_s"])
+            times.append(last)
+            values.append(best)
+    if last is not None and last != times[-1]:
+        times.append(last)
         values.append(best)
     return times, values
 
@@ -69,15 +77,61 @@ def split_palette(sns, splits: list) -> dict:
     return dict(zip(ordered, colors))
 
 
-def plot_all(out_dir, plan: dict, events: dict, mode: str, metric_name: str) -> list:
-    plt, sns = _pyplot()
-    out_dir = Path(out_dir)
-    algorithms = list(plan["algorithms"])
-    written = []
-    seeds = len(plan["seeds"])
-    shown_seed = {a: plan["algorithms"][a]["events"]["seed"] for a in algorithms}
-    seed_text = ", ".join(sorted({str(s) for s in shown_seed.values()}))
+def plot_all(out_dir, plan: dict, events: dict, mode: str, metric_name: str, jobs: int = 1) -> list:
+    """The three figures (their names, in FIGURES order); with ``jobs`` >= 2 the slowest is drawn
+    in a forked process while this one draws the other two (drawing is matplotlib's text and tick
+    layout: about a second of one core for the three)."""
+    _pyplot()  # imported and themed before the fork: the child inherits both
+    global _FIGURE_INPUT
+    _FIGURE_INPUT = (Path(out_dir), plan, events, mode, metric_name)
+    try:
+        if jobs < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            return [_draw(name) for name in FIGURES]
+        from concurrent.futures import ProcessPoolExecutor
 
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_end_with_parent, initargs=(os.getpid(),)) as pool:
+            # the inputs reach the child by the fork, not by pickling (the records are megabytes)
+            slowest = pool.submit(_draw, "best_so_far.png")
+            for name in FIGURES:
+                if name != "best_so_far.png":
+                    _draw(name)
+            slowest.result()  # its error, if any, is this call's
+        return list(FIGURES)
+    finally:
+        _FIGURE_INPUT = None
+
+
+FIGURES = ("makespan.png", "best_so_far.png", "occupancy.png")
+_FIGURE_INPUT = None  # (out_dir, plan, events, mode, metric_name) while plot_all runs
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    from nasalloc.lifetime import end_with_parent
+
+    end_with_parent(parent_pid)  # a figure process must not outlive the sweep
+
+
+def _draw(name: str) -> str:
+    """Draw and save one of FIGURES (atomically); its name."""
+    plt, sns = _pyplot()
+    out_dir, plan, events, mode, metric_name = _FIGURE_INPUT
+    figure = {"makespan.png": _makespan_figure, "best_so_far.png": _best_so_far_figure,
+              "occupancy.png": _occupancy_figure}[name](plt, sns, plan, events, mode, metric_name)
+    figure.tight_layout()
+    atomic_save_figure(out_dir / name, figure)
+    plt.close(figure)
+    return name
+
+
+def _shown_seeds(plan: dict) -> tuple:
+    shown_seed = {a: plan["algorithms"][a]["events"]["seed"] for a in plan["algorithms"]}
+    return shown_seed, ", ".join(sorted({str(s) for s in shown_seed.values()}))
+
+
+def _makespan_figure(plt, sns, plan: dict, events: dict, mode: str, metric_name: str):
+    algorithms = list(plan["algorithms"])
+    seeds = len(plan["seeds"])
     figure, axis = plt.subplots(figsize=(7, 4.5))
     palette = dict(zip(algorithms, sns.color_palette(n_colors=len(algorithms))))
     longest = max(s["makespan_s"] for a in algorithms for s in plan["algorithms"][a]["splits"])
@@ -100,11 +154,12 @@ def plot_all(out_dir, plan: dict, events: dict, mode: str, metric_name: str) -> 
               else f"mean makespan over {seeds} seed{'s' if seeds != 1 else ''} (no interval below "
                    f"{MIN_SEEDS_FOR_INTERVAL})")
     axis.set_title(f"Budget {plan['budget']} GPUs: {spread}")
-    figure.tight_layout()
-    atomic_save_figure(out_dir / "makespan.png", figure)
-    plt.close(figure)
-    written.append("makespan.png")
+    return figure
 
+
+def _best_so_far_figure(plt, sns, plan: dict, events: dict, mode: str, metric_name: str):
+    algorithms = list(plan["algorithms"])
+    _, seed_text = _shown_seeds(plan)
     every_split = [s["gpus_per_trial"] for a in algorithms for s in plan["algorithms"][a]["splits"]]
     colors = split_palette(sns, every_split)
     ends = [e["time_s"] for key, evs in events.items() for e in evs if e["kind"] == "epoch"] or [1.0]
@@ -126,11 +181,13 @@ def plot_all(out_dir, plan: dict, events: dict, mode: str, metric_name: str) -> 
     figure.suptitle(f"Best {metric_name} so far, seed {seed_text} (one run per split)")
     figure.legend(handles=handles, title="GPUs per trial", loc="center left", bbox_to_anchor=(1.0, 0.5),
                   fontsize="small")
-    figure.tight_layout()
-    atomic_save_figure(out_dir / "best_so_far.png", figure)
-    plt.close(figure)
-    written.append("best_so_far.png")
+    return figure
 
+
+def _occupancy_figure(plt, sns, plan: dict, events: dict, mode: str, metric_name: str):
+    algorithms = list(plan["algorithms"])
+    seeds = len(plan["seeds"])
+    shown_seed, seed_text = _shown_seeds(plan)
     figure, axes = plt.subplots(len(algorithms), 2, figsize=(11, 2.8 * len(algorithms)), squeeze=False)
     for row, algorithm in enumerate(algorithms):
         entry = plan["algorithms"][algorithm]
@@ -150,8 +207,4 @@ def plot_all(out_dir, plan: dict, events: dict, mode: str, metric_name: str) -> 
             axis.set_ylabel("GPUs busy" if g >= 1 else "GPUs busy (shares)")
     figure.suptitle(f"GPUs busy over time for seed {seed_text}: one run, the table's makespan is the mean over "
                     f"{seeds} seed{'s' if seeds != 1 else ''}")
-    figure.tight_layout()
-    atomic_save_figure(out_dir / "occupancy.png", figure)
-    plt.close(figure)
-    written.append("occupancy.png")
-    return written
+    return figure

@@ -20,7 +20,6 @@ from nasalloc.io import atomic_write_json, write_lines
 from .labels import MIN_SEEDS_FOR_INTERVAL, duration, interval, split_label
 
 PLAN_NAME = "plan.json"
-PLOTS = ("makespan.png", "best_so_far.png", "occupancy.png")
 INTERVAL = "95% Student-t interval of the mean over seeds (t(0.975, n-1) * sd / sqrt(n))"
 
 
@@ -177,9 +176,10 @@ def planner_warnings(algorithms: dict) -> list:
 
 
 def write_report(out_dir, spec, sweep, profile, table, objective: str, notes: list, plots: bool = True,
-                 annotate=None) -> dict:
+                 annotate=None, jobs: int = 1) -> dict:
     """plan.json, events_{best,worst}_<algorithm>.jsonl and the plots; returns the plan.
-    ``annotate(plan)``, if given, may add to the plan (and choose again) before it is written."""
+    ``annotate(plan)``, if given, may add to the plan (and choose again) before it is written;
+    ``jobs`` >= 2 draws the plots in two processes."""
     out_dir = Path(out_dir)
     plan = build_plan(spec, sweep, profile, table, objective, notes)
     if spec.allocation:
@@ -196,7 +196,7 @@ def write_report(out_dir, spec, sweep, profile, table, objective: str, notes: li
     if plots:
         from .plots import plot_all
 
-        plot_all(out_dir, plan, sweep.events, table.mode, table.metric_name)
+        plot_all(out_dir, plan, sweep.events, table.mode, table.metric_name, jobs=jobs)
     return plan
 
 

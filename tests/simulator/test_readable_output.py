@@ -113,3 +113,73 @@ def test_report_and_plots_do_not_import_each_other():
 
     assert "report" not in imported("plots.py")
     assert "labels" in imported("plots.py") and "labels" in imported("report.py")
+
+
+def test_best_so_far_keeps_every_step_of_the_per_epoch_line():
+    from nasalloc.simulator.plots import best_so_far
+
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    events = [{"kind": "epoch", "time_s": float(t), "metric": float(m)}
+              for t, m in zip(np.cumsum(rng.random(400)), rng.random(400))]
+    events.insert(5, {"kind": "start", "time_s": 1.0})
+    for mode in ("max", "min"):
+        times, values = best_so_far(events, mode)
+        assert len(times) < 40 and times[-1] == events[-1]["time_s"]  # reaches the last result
+        best = None
+        for e in (e for e in events if e["kind"] == "epoch"):  # the step function at every result
+            best = e["metric"] if best is None else (max if mode == "max" else min)(best, e["metric"])
+            at = int(np.searchsorted(times, e["time_s"], side="right")) - 1
+            assert values[at] == best
+
+
+def _plot_inputs(tmp_path):
+    """A small sweep's plan and records, as write_report hands them to plot_all."""
+    import json
+
+    from nasalloc.io import read_jsonl
+
+    trace = tmp_path / "trace.csv"
+    write_trace(trace, rows=30, epochs=9)
+    out = tmp_path / "o"
+    main(["simulate", "--budget", "4", "--curves", str(trace), "--algorithms", "asha", "--gpus-per-trial", "1,4",
+          "--seeds", "1", "--jobs", "1", "--quiet", "--out", str(out)])
+    plan = json.loads((out / "plan.json").read_text())
+    entry = plan["algorithms"]["asha"]
+    events = {("asha", float(entry[w]["gpus_per_trial"])): list(read_jsonl(out / entry["events"][w]))
+              for w in ("best", "worst")}
+    return plan, events
+
+
+def test_plots_drawn_in_two_processes_are_the_serial_ones(tmp_path, capsys):
+    from nasalloc.simulator.plots import FIGURES, plot_all
+
+    plan, events = _plot_inputs(tmp_path)
+    capsys.readouterr()
+    for jobs in (1, 2):
+        folder = tmp_path / f"jobs{jobs}"
+        folder.mkdir()
+        assert plot_all(folder, plan, events, "max", "accuracy", jobs=jobs) == list(FIGURES)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(FIGURES)
+        assert all((folder / name).stat().st_size > 10_000 for name in FIGURES)
+
+
+def test_a_figure_that_fails_in_its_process_fails_the_call_and_leaves_no_file(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    import nasalloc.simulator.plots as plots
+
+    plan, events = _plot_inputs(tmp_path)
+    capsys.readouterr()
+
+    def broken(*args):
+        raise RuntimeError("no room for the legend")
+
+    monkeypatch.setattr(plots, "_best_so_far_figure", broken)  # drawn in the forked process
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    with pytest.raises(RuntimeError, match="no room for the legend"):
+        plots.plot_all(folder, plan, events, "max", "accuracy", jobs=2)
+    assert not (folder / "best_so_far.png").exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temporary left behind
