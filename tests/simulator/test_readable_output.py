@@ -79,7 +79,7 @@ def test_plots_name_their_seed_tell_splits_apart_and_label_the_budget(tmp_path, 
 
     figures = {}
 
-    def keep(path, figure):
+    def keep(path, figure, **options):
         figures[Path(path).name] = {
             "suptitle": figure._suptitle.get_text() if figure._suptitle else "",
             "figure_legends": len(figure.legends),
