@@ -183,3 +183,49 @@ def test_a_figure_that_fails_in_its_process_fails_the_call_and_leaves_no_file(tm
         plots.plot_all(folder, plan, events, "max", "accuracy", jobs=2)
     assert not (folder / "best_so_far.png").exists()
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_the_figure_process_ends_when_the_command_is_killed(tmp_path, capsys):
+    import os
+    import pickle
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .test_sweep_workers import _alive, _children
+
+    plan, events = _plot_inputs(tmp_path)
+    capsys.readouterr()
+    inputs = tmp_path / "inputs.pkl"
+    inputs.write_bytes(pickle.dumps((plan, events)))
+    script = tmp_path / "draw.py"
+    script.write_text(f"""
+import pickle, time
+import nasalloc.simulator.plots as plots
+plots._best_so_far_figure = lambda *args: time.sleep(120)  # the forked figure never ends
+plan, events = pickle.loads(open({str(inputs)!r}, "rb").read())
+plots.plot_all({str(tmp_path / "plots")!r}, plan, events, "max", "accuracy", jobs=2)
+""")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children = []
+    try:
+        deadline = time.monotonic() + 60
+        while not children:  # the figure process is up
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+            children = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while [pid for pid in children if _alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [pid for pid in children if _alive(pid)] == []
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
