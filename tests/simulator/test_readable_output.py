@@ -193,7 +193,7 @@ def test_the_figure_process_ends_when_the_command_is_killed(tmp_path, capsys):
     import sys
     import time
 
-    from .test_sweep_workers import _alive, _children
+    from .test_sweep_workers import _alive, _children, kill_all
 
     plan, events = _plot_inputs(tmp_path)
     capsys.readouterr()
@@ -222,10 +222,4 @@ plots.plot_all({str(tmp_path / "plots")!r}, plan, events, "max", "accuracy", job
             time.sleep(0.1)
         assert [pid for pid in children if _alive(pid)] == []
     finally:
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if proc.poll() is None:
-            proc.kill()
+        kill_all(proc, children)

@@ -25,6 +25,17 @@ def _children(pid: int) -> list:
     return found
 
 
+def kill_all(proc, pids: list) -> None:
+    """A test's clean-up: SIGKILL ``pids`` (gone ones are fine) and ``proc`` if it still runs."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -52,10 +63,4 @@ def test_workers_end_when_the_main_process_is_killed(tmp_path, sig):
         time.sleep(3)
         assert [pid for pid in workers if _alive(pid)] == []
     finally:
-        for pid in _children(proc.pid) + (workers if 'workers' in dir() else []):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if proc.poll() is None:
-            proc.kill()
+        kill_all(proc, _children(proc.pid) + (workers if 'workers' in dir() else []))
