@@ -83,6 +83,10 @@ def validate(plan_path, algorithms, which, policy, executor_name, out, resume, t
     if max_restarts < 0:
         raise UserError(f"--max-restarts {max_restarts!r}: expected a whole number >= 0")
     restarts = {"checkpoint_every": checkpoint_every, "max_restarts": max_restarts}
+    if executor_name == "ray" and (checkpoint_every or max_restarts):
+        # Ray Tune checkpoints and restarts trials by its own rules: these would be ignored
+        raise UserError("--checkpoint-every and --max-restarts are the local and slurm executors' rules; "
+                        "--executor ray leaves checkpoints and restarts to Ray Tune")
     if not 1 <= repeats <= MAX_REPEATS:
         raise UserError(f"--repeats {repeats!r} must be a whole number from 1 to {MAX_REPEATS}")
     plan = Plan(plan_path)
