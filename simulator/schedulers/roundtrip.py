@@ -66,6 +66,10 @@ def round_trip_vectors(space: ConfigurationSpace, matrix: np.ndarray) -> np.ndar
                 continue
         if finite.any():
             column[finite] = hp.to_vector(hp.to_value(column[finite]))
+    equals = plan["equals"]
+    if equals is not None:  # a child stays where its parent equals the value (NaN never does)
+        children, parents, values = equals
+        out[:, children] = np.where(out[:, parents] == values, out[:, children], np.nan)
     for _ in range(plan["passes"]):  # until no child changes (nested conditions)
         changed = False
         for condition, child, parents in plan["conditions"]:
@@ -123,7 +127,8 @@ def _round_trip_plan(space: ConfigurationSpace) -> dict:
             equals = (np.array([child for _, child, _ in batch], dtype=np.int64),
                       np.array([parents[0] for _, _, parents in batch], dtype=np.int64),
                       np.array([float(condition.vector_value) for condition, _, _ in batch]))
-            conditions = [entry for entry in conditions if all(entry is not b for b in batch)]
+            batched = {id(condition) for condition, _, _ in batch}
+            conditions = [entry for entry in conditions if id(entry[0]) not in batched]
     plan = {"columns": columns, "scalers": scalers, "indices": indices, "equals": equals,
             "conditions": conditions,
             "passes": len(space.conditions) + 1 if nested else 1}

@@ -227,6 +227,10 @@ def test_round_trip_vectors_gives_configspaces_floats_to_the_last_bit(nested):
     assert np.isnan(expected).any()
     got = round_trip_vectors(space, raw)
     assert got.tobytes() == expected.tobytes()
+    from nasalloc.simulator.schedulers.roundtrip import _round_trip_plan
+
+    plan = _round_trip_plan(space)  # unnested: both EqualsConditions in the one comparison
+    assert (plan["equals"] is None, len(plan["conditions"])) == ((True, 3) if nested else (False, 0))
     wide = raw.copy()
     wide[7, space.index_of["opt"]] = 5.0  # an index out of range: ConfigSpace's own answer (its error), as before
     with pytest.raises(Exception) as ours:
