@@ -170,29 +170,31 @@ class BOHB(HyperBand):
         """_impute where every incomplete row is completed by its first donor, whichever it
         is (each row's first missing dimension has donors, and all of them hold every
         dimension the row misses), else None: then the loop draws one donor per row, in row
-        order, and so does one ``rng.integers(0, sizes)`` call (bounded draws take 32 bits
-        of the stream each, in order, whether asked one by one or as an array: the same
-        donors, the same generator state after)."""
-        finite = ~missing_rows
-        incomplete = np.flatnonzero(missing_rows.any(axis=1))
-        if incomplete.size < 24 or missing_rows.shape[1] > 62:
-            return None  # few rows: the loop is as quick
-        codes = missing_rows[incomplete].astype(np.int64) @ np.left_shift(1, np.arange(missing_rows.shape[1]),
-                                                                          dtype=np.int64)
-        groups = []
-        for code in np.unique(codes).tolist():
-            dims = [d for d in range(missing_rows.shape[1]) if code >> d & 1]
-            pool = np.flatnonzero(finite[:, dims[0]])
-            if not pool.size or not finite[np.ix_(pool, dims)].all():
-                return None  # no donor, or a donor that leaves a dimension missing
-            groups.append((np.flatnonzero(codes == code), dims, pool))
-        sizes = np.empty(incomplete.size, dtype=np.int64)
-        for members, dims, pool in groups:
-            sizes[members] = pool.size
-        picks = rng.integers(0, sizes)
+        order, and so does one ``rng.integers(0, sizes)`` call (each element a bounded draw of
+        its own, as the loop's calls are: the same donors, the same generator state after).
+        The pools are worked out on each row's pattern of missing dimensions as one integer."""
+        if missing_rows.shape[1] > 62 or np.isinf(rows).any():
+            return None  # patterns do not fit an integer; an infinite value is no donor, yet not missing
+        codes = (missing_rows @ np.left_shift(1, np.arange(missing_rows.shape[1]), dtype=np.int64)).tolist()
+        pools: dict = {}
+        incomplete, sizes, pool_of = [], [], []
+        for i, code in enumerate(codes):
+            if not code:
+                continue
+            pool = pools.get(code)
+            if pool is None:
+                first = (code & -code).bit_length() - 1  # the row's first missing dimension
+                pool = [j for j, other in enumerate(codes) if not other >> first & 1]
+                if not pool or any(codes[j] & code for j in pool):
+                    return None  # no donor, or a donor that leaves a dimension missing
+                pools[code] = pool
+            incomplete.append(i)
+            sizes.append(len(pool))
+            pool_of.append(pool)
+        picks = rng.integers(0, np.array(sizes, dtype=np.int64)).tolist()
+        donors = [pool[k] for pool, k in zip(pool_of, picks)]
         out = rows.copy()
-        for members, dims, pool in groups:
-            out[np.ix_(incomplete[members], dims)] = rows[np.ix_(pool[picks[members]], dims)]
+        out[incomplete] = np.where(missing_rows[incomplete], rows[donors], rows[incomplete])
         return out
 
     # -- proposing ----------------------------------------------------------------------------
@@ -237,17 +239,22 @@ class BOHB(HyperBand):
         """num_samples vectors drawn around random data of the good KDE (widened bandwidth)."""
         data = np.asarray(good.data, dtype=float)
         bw = np.maximum(np.asarray(good.bw, dtype=float), self.min_bandwidth)
-        picks = data[self._rng.integers(0, data.shape[0], self.num_samples)]
+        count = self.num_samples
+        picks = data[self._rng.integers(0, data.shape[0], count)]
         out = np.empty_like(picks)
         numeric = self.levels == 0
         if numeric.any():
             mean = picks[:, numeric]
             scale = np.broadcast_to(bw[numeric] * self.bandwidth_factor, mean.shape)
             out[:, numeric] = truncated_normal(self._rng, mean, scale)
-        for dim in np.flatnonzero(~numeric):
-            keep = self._rng.random(self.num_samples) < (1 - bw[dim])
-            uniform = self._rng.integers(0, self.levels[dim], self.num_samples)
-            out[:, dim] = np.where(keep, np.floor(picks[:, dim]), uniform)
+        categorical = np.flatnonzero(~numeric)
+        if categorical.size:  # the draws dimension by dimension (their order is the stream's), then one where
+            draws = np.empty((2, categorical.size, count))
+            for k, levels in enumerate(self.levels[categorical].tolist()):
+                self._rng.random(count, out=draws[0, k])
+                draws[1, k] = self._rng.integers(0, levels, count)
+            keep = draws[0] < (1 - bw[categorical])[:, None]
+            out[:, categorical] = np.where(keep, np.floor(picks[:, categorical]).T, draws[1]).T
         return out
 
     # -- state --------------------------------------------------------------------------------

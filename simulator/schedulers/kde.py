@@ -33,8 +33,11 @@ def kde_pdf(kde, points: np.ndarray) -> np.ndarray:
     computed once (a KDE's data never changes, a refit makes a new one).
     tests/simulator/test_bohb.py checks agreement with statsmodels.
     """
-    prep = _kernel_prep(kde)
-    points = np.atleast_2d(np.asarray(points, dtype=float))
+    return _pdf(_kernel_prep(kde), np.atleast_2d(np.asarray(points, dtype=float)))
+
+
+def _pdf(prep: dict, points: np.ndarray) -> np.ndarray:
+    """kde_pdf on the KDE's constants (points: (k, d) floats)."""
     data = prep["data"]
     kernels = np.empty((data.shape[1], points.shape[0], data.shape[0]))
     with np.errstate(all="ignore"):
@@ -70,11 +73,23 @@ def row_pdf(kde, source, rows) -> np.ndarray:
         kde.__dict__["_nasalloc_rows"] = cache
     _, _, densities, known = cache
     rows = np.asarray(rows, dtype=np.int64)
-    missing = np.unique(rows[~known[rows]])
+    wanted = np.zeros(len(known), dtype=bool)
+    wanted[rows] = True
+    missing = np.flatnonzero(wanted & ~known)  # np.unique of the unknown rows, without its sort
     if missing.size:
-        densities[missing] = kde_pdf(kde, np.nan_to_num(source.vectors[missing], nan=0.0))
+        densities[missing] = _pdf(prep, _zeroed_vectors(source)[missing])
         known[missing] = True
     return densities[rows]
+
+
+def _zeroed_vectors(source) -> np.ndarray:
+    """The table's vectors with inactive (NaN) dimensions as 0, as kde_pdf scores them; once
+    per source."""
+    zeroed = source.__dict__.get("_nasalloc_zeroed")
+    if zeroed is None or zeroed[0] is not source.vectors:
+        zeroed = (source.vectors, np.nan_to_num(source.vectors, nan=0.0))
+        source.__dict__["_nasalloc_zeroed"] = zeroed
+    return zeroed[1]
 
 
 class NormalReferenceKDE:
@@ -105,8 +120,7 @@ def _kernel_prep(kde) -> dict:
         return prep
     data = np.asarray(kde.data, dtype=float)
     bw = np.asarray(kde.bw, dtype=float)
-    kinds = np.array(list(kde.var_type))
-    cont, unordered = np.flatnonzero(kinds == "c"), np.flatnonzero(kinds == "u")
+    cont, unordered, ordered, continuous = _kinds(kde.var_type)
     # the scalars exactly as the per-dimension formula computes them (numpy float64 each)
     denom_c = np.array([bw[dim] ** 2 * 2.0 for dim in cont], dtype=float)
     data_u = np.ascontiguousarray(data[:, unordered].T)
@@ -118,9 +132,21 @@ def _kernel_prep(kde) -> dict:
     with np.errstate(all="ignore"):
         other_u = np.array([bw[dim] / (count - 1) for dim, count in zip(unordered, levels)], dtype=float)
     prep = {"bw_of": kde.bw, "data_of": kde.data, "data": data, "bw": bw,
-            "c": cont, "u": unordered, "o": np.flatnonzero(kinds == "o"),
+            "c": cont, "u": unordered, "o": ordered,
             "data_c": np.ascontiguousarray(data[:, cont].T), "denom_c": denom_c,
             "data_u": data_u, "same_u": same_u, "other_u": other_u,
-            "bw_prod": np.prod(bw[kinds == "c"])}
+            "bw_prod": np.prod(bw[continuous])}
     kde.__dict__["_nasalloc_prep"] = prep
     return prep
+
+
+_KINDS: dict = {}
+
+
+def _kinds(var_type: str) -> tuple:
+    """Indices of the 'c', 'u' and 'o' dimensions and the mask of the 'c' ones, per var_type."""
+    if var_type not in _KINDS:
+        kinds = np.array(list(var_type))
+        _KINDS[var_type] = (np.flatnonzero(kinds == "c"), np.flatnonzero(kinds == "u"),
+                            np.flatnonzero(kinds == "o"), kinds == "c")
+    return _KINDS[var_type]

@@ -202,19 +202,27 @@ def test_truncated_normal_draws_follow_scipys_truncnorm(mean, scale):
 
 
 def test_imputation_in_one_draw_gives_the_loops_values_and_generator_state():
-    """With many incomplete rows BOHB imputes by one rng.integers call over the donor pools;
-    the values and the generator's state after must be the row-by-row loop's."""
+    """Where every incomplete row needs one donor, BOHB imputes by one rng.integers call over
+    the donor pools; the values and the generator's state after must be the row-by-row loop's
+    (few rows and many, pools of one donor, and the cases the loop keeps: a donor that leaves a
+    dimension missing, a dimension no row holds)."""
     scheduler = BOHB(SpaceSource(square()), max_t=9, seed=0, trials=5)
     scheduler.levels = np.zeros(5, dtype=int)
     rng = np.random.default_rng(5)
-    for trial in range(20):
-        rows = rng.random((int(rng.integers(30, 120)), 5))
+    taken = 0
+    for trial in range(40):
+        rows = rng.random((int(rng.integers(2, 30) if trial % 2 else rng.integers(30, 120)), 5))
         cnn = rng.random(len(rows)) < 0.5
+        if trial % 8 == 5:  # one row alone holds dimension 3: a pool of one (no draw)
+            cnn[:] = True
+            cnn[0] = False
         rows[cnn, 3] = np.nan  # one structure misses dimension 3, the other 1 and 4
         rows[~cnn, 1] = np.nan
         rows[~cnn, 4] = np.nan
         if trial % 4 == 3:  # a donor that leaves a dimension missing: the loop's business
             rows[np.flatnonzero(cnn)[:2], 4] = np.nan
+        if trial % 10 == 9:  # no row holds dimension 2: random values
+            rows[:, 2] = np.nan
         ours, loops = np.random.default_rng([trial, 1]), np.random.default_rng([trial, 1])
         quick = scheduler._impute(rows, ours)
         scheduler_loop = BOHB(SpaceSource(square()), max_t=9, seed=0, trials=5)
@@ -224,3 +232,5 @@ def test_imputation_in_one_draw_gives_the_loops_values_and_generator_state():
         assert quick.tobytes() == slow.tobytes()
         assert ours.bit_generator.state == loops.bit_generator.state
         assert not np.isnan(quick).any()
+        taken += scheduler._impute_one_draw_each(rows, np.isnan(rows), np.random.default_rng(0)) is not None
+    assert 10 < taken < 40  # both paths ran
