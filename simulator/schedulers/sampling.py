@@ -109,21 +109,47 @@ def vector_distances(matrix: np.ndarray, vectors: np.ndarray, vartypes: str,
     return distances[0] if single else distances
 
 
-def _embedding(vectors: np.ndarray, vartypes: str, levels: np.ndarray) -> np.ndarray:
-    """NaN-free vectors mapped so that plain Euclidean distance equals vector_distances:
-    categoricals one-hot scaled by 1/sqrt(2) (a mismatch adds 1), ordinals index/(levels-1)."""
-    columns = []
-    for dim, kind in enumerate(vartypes):
-        values = vectors[:, dim]
-        if kind == "u":
-            onehot = np.zeros((len(values), int(levels[dim])))
-            onehot[np.arange(len(values)), np.rint(values).astype(int)] = 1 / np.sqrt(2)
-            columns.append(onehot)
-        elif kind == "o":
-            columns.append((values / max(int(levels[dim]) - 1, 1))[:, None])
-        else:
-            columns.append(values[:, None])
-    return np.hstack(columns)
+def distance_features(vectors: np.ndarray, vartypes: str, levels: np.ndarray, side: str) -> np.ndarray:
+    """Features of query (``side="query"``) or row vectors whose products are the squared
+    vector_distances: ``query_features @ row_features.T``, one matrix product for any mix of
+    active and inactive (NaN) dimensions.
+
+    Per dimension, with a = 1 where active (else 0) and x the value on the distance's scale
+    (an ordinal's index over levels - 1; 0 where inactive): both active contribute
+    (x_q - x_r)² (a categorical 0 or 1), one active 1, none 0. That is, for a numeric
+    dimension x_q² a_r + a_q x_r² - 2 x_q x_r + a_q + a_r - 2 a_q a_r, and for a categorical
+    one a_q + a_r - a_q a_r - (the products of the two one-hot codes); the a_q + a_r of all
+    dimensions are two summed columns. The row side carries the signs."""
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=float))
+    numeric, scales, categorical, starts, width = _feature_plan(vartypes, levels)
+    active = ~np.isnan(vectors)
+    on = active.astype(float)
+    a = on[:, numeric]
+    x = np.where(active[:, numeric], vectors[:, numeric], 0.0) / scales
+    onehot = np.zeros((len(vectors), width))
+    rows, which = np.nonzero(active[:, categorical])
+    onehot[rows, starts[which] + np.rint(vectors[rows, categorical[which]]).astype(np.int64)] = 1.0
+    count = on.sum(axis=1, keepdims=True)
+    ones = np.ones_like(count)
+    if side == "query":
+        return np.hstack([x * x, a, a, x, on[:, categorical], onehot, count, ones])
+    return np.hstack([a, -2.0 * a, x * x, -2.0 * x, -on[:, categorical], -onehot, ones, count])
+
+
+_FEATURE_PLANS: dict = {}
+
+
+def _feature_plan(vartypes: str, levels: np.ndarray) -> tuple:
+    """Numeric dimensions and their scales, categorical ones and their one-hot columns."""
+    key = (vartypes, tuple(int(n) for n in levels))
+    if key not in _FEATURE_PLANS:
+        numeric = np.array([d for d, kind in enumerate(vartypes) if kind != "u"], dtype=np.int64)
+        scales = np.array([max(int(levels[d]) - 1, 1) if vartypes[d] == "o" else 1 for d in numeric], dtype=float)
+        categorical = np.array([d for d, kind in enumerate(vartypes) if kind == "u"], dtype=np.int64)
+        counts = [int(levels[d]) for d in categorical]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts else np.zeros(0, np.int64)
+        _FEATURE_PLANS[key] = (numeric, scales, categorical, starts, int(sum(counts)))
+    return _FEATURE_PLANS[key]
 
 
 # -- sources --------------------------------------------------------------------------------
@@ -186,24 +212,13 @@ class TableSource:
             self.rows.append({**clean, ROW_KEY: index})
         self.vectors = np.vstack(vectors)
         self._vartypes, self._levels = kde_vartypes(space)
-        # nearest rows come from matrix products (BOHB snaps 64 candidates per config): per
-        # pair of inactive patterns (row, query), the dimensions active in both are embedded
-        # and every dimension inactive in exactly one adds 1 (see vector_distances)
-        inactive = np.isnan(self.vectors)
-        self._row_patterns = [(pattern, np.flatnonzero((inactive == pattern).all(axis=1)))
-                              for pattern in np.unique(inactive, axis=0)]
-        self._pair_cache: dict = {}
-        widths = [int(levels) if kind == "u" else 1 for kind, levels in zip(self._vartypes, self._levels)]
-        self._embedding_start = np.concatenate([[0], np.cumsum(widths)]).astype(int)
-        self._embedding_width = int(self._embedding_start[-1])
-        kinds = np.array(list(self._vartypes))
-        plain_dims, onehot_dims = np.flatnonzero(kinds != "u"), np.flatnonzero(kinds == "u")
-        divisors = np.array([max(int(self._levels[d]) - 1, 1) if kinds[d] == "o" else 1 for d in plain_dims],
-                            dtype=float)  # x / 1 is x: numeric values go through unchanged
-        self._embedding_plan = (plain_dims, self._embedding_start[plain_dims], divisors, onehot_dims,
-                                self._embedding_start[onehot_dims])
-        self._pattern_order: dict = {}
-        self._pattern_weights = np.left_shift(1, np.arange(min(len(self._vartypes), 62)), dtype=np.int64)
+        # nearest rows by one matrix product (distance_features) against each distinct row
+        # once: the first of equal rows in table order stands for all of them, so equal rows
+        # tie exactly and the first wins (-1 stands for NaN in np.unique: no vector holds it)
+        _, first = np.unique(np.nan_to_num(self.vectors, nan=-1.0), axis=0, return_index=True)
+        self._distinct = np.sort(first)
+        self._row_features = np.ascontiguousarray(
+            distance_features(self.vectors[self._distinct], self._vartypes, self._levels, "row").T)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -225,89 +240,12 @@ class TableSource:
         return self.row(remaining.pop())
 
     def nearest(self, vectors: np.ndarray):
-        """Row index nearest to one vector (d,), or an array of them for vectors (k, d); of
-        equally near rows the first (as ``argmin`` over all rows in table order picks)."""
+        """Row index nearest to one vector (d,), or an array of them for vectors (k, d), by
+        vector_distances; of equally near rows the first in table order."""
         vectors = np.asarray(vectors, dtype=float)
-        queries = np.atleast_2d(vectors)
-        nearest = np.empty(queries.shape[0], dtype=np.int64)
-        query_inactive = np.isnan(queries)
-        embedded_queries = self._embed_all(queries, query_inactive)
-        for picked in self._groups(query_inactive):  # the queries of one inactive pattern
-            query_pattern = query_inactive[picked[0]]
-            group = embedded_queries[picked]
-            blocks, covered, least = [], [], None
-            for mismatched, row_pattern, rows in self._patterns_for(query_pattern):
-                if least is not None and (least < mismatched - 1e-9).all():
-                    break  # every query has a row nearer than any row left could be
-                columns, embedded, norms, mismatched = self._pair(row_pattern, query_pattern, rows)
-                # the same floats, in the same layout, as _embedding of the shared dimensions
-                q = group[:, columns]
-                blocks.append(mismatched + (q ** 2).sum(axis=1)[:, None] + norms[None, :] - 2.0 * q @ embedded.T)
-                covered.append(rows)
-                least = blocks[-1].min(axis=1) if least is None else np.minimum(least, blocks[-1].min(axis=1))
-            squared = blocks[0] if len(blocks) == 1 else np.hstack(blocks)
-            order = covered[0] if len(covered) == 1 else np.concatenate(covered)  # the rows of squared
-            if np.isnan(least).any():  # argmin's rule for NaN: the first NaN in table order
-                full = np.full((len(picked), len(self.rows)), np.inf)
-                full[:, order] = squared
-                nearest[picked] = np.argmin(full, axis=1)
-            else:  # the first row in table order among the nearest
-                nearest[picked] = np.where(squared == least[:, None], order[None, :], len(self.rows)).min(axis=1)
+        squared = distance_features(vectors, self._vartypes, self._levels, "query") @ self._row_features
+        nearest = self._distinct[np.argmin(squared, axis=1)]
         return int(nearest[0]) if vectors.ndim == 1 else nearest
-
-    def _patterns_for(self, query_pattern: np.ndarray) -> list:
-        """The row patterns as (dimensions inactive in exactly one of the two, pattern, rows),
-        fewest first: a row of the pattern is at squared distance at least that count."""
-        key = query_pattern.tobytes()
-        if key not in self._pattern_order:
-            self._pattern_order[key] = sorted(
-                ((float(np.count_nonzero(pattern != query_pattern)), pattern, rows)
-                 for pattern, rows in self._row_patterns), key=lambda entry: entry[0])
-        return self._pattern_order[key]
-
-    def _groups(self, inactive: np.ndarray) -> list:
-        """Indices of the queries sharing each inactive pattern, ascending within a group."""
-        if inactive.shape[1] <= 62:  # a pattern as one integer
-            codes = inactive.astype(np.int64) @ self._pattern_weights
-            first = codes[0]
-            if (codes == first).all():
-                return [np.arange(len(codes))]
-            return [np.flatnonzero(codes == code) for code in np.unique(codes).tolist()]
-        groups: dict = {}
-        for i, key in enumerate(map(bytes, inactive)):
-            groups.setdefault(key, []).append(i)
-        return [np.array(members) for members in groups.values()]
-
-    def _embed_all(self, queries: np.ndarray, inactive: np.ndarray) -> np.ndarray:
-        """_embedding of every dimension of the queries at once (zeros where inactive: those
-        columns are never read for a query of that pattern)."""
-        out = np.zeros((queries.shape[0], self._embedding_width))
-        plain_dims, plain_columns, divisors, onehot_dims, onehot_starts = self._embedding_plan
-        if plain_dims.size:  # numeric values as they are, ordinals over (levels - 1)
-            out[:, plain_columns] = queries[:, plain_dims] / divisors
-        if onehot_dims.size:
-            rows, which = np.nonzero(~inactive[:, onehot_dims])
-            index = np.rint(queries[rows, onehot_dims[which]]).astype(int)
-            out[rows, onehot_starts[which] + index] = 1 / np.sqrt(2)
-        return out
-
-    def _vartypes_of(self, dims: np.ndarray) -> str:
-        return "".join(self._vartypes[d] for d in dims)
-
-    def _pair(self, row_pattern: np.ndarray, query_pattern: np.ndarray, rows: np.ndarray):
-        """Embedding columns of the dimensions active in both patterns, the rows' embedding
-        on them and its norms, and how many dimensions are inactive in exactly one of the two
-        (each adds 1)."""
-        key = (row_pattern.tobytes(), query_pattern.tobytes())
-        if key not in self._pair_cache:
-            dims = np.flatnonzero(~row_pattern & ~query_pattern)
-            embedded = _embedding(self.vectors[np.ix_(rows, dims)], self._vartypes_of(dims),
-                                  self._levels[dims])
-            columns = np.concatenate([np.arange(self._embedding_start[d], self._embedding_start[d + 1])
-                                      for d in dims]) if dims.size else np.zeros(0, dtype=int)
-            self._pair_cache[key] = (columns, embedded, (embedded ** 2).sum(axis=1),
-                                     float(np.count_nonzero(row_pattern != query_pattern)))
-        return self._pair_cache[key]
 
     def snap(self, config: dict) -> dict:
         """The table row nearest to ``config`` (itself when it is a row)."""

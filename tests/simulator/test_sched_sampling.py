@@ -153,7 +153,7 @@ def test_fast_nearest_agrees_with_the_elementwise_distance_on_inactive_values():
     space.add(CS.EqualsCondition(space["units"], space["opt"], "adam"))
     rng = np.random.default_rng(1)
     table = TableSource(space, [SpaceSource(space).sample(rng) for _ in range(250)])
-    assert len(table._row_patterns) == 3  # sgd (momentum), adam (units), rms (neither)
+    assert len(np.unique(np.isnan(table.vectors), axis=0)) == 3  # sgd (momentum), adam (units), rms (neither)
     vartypes, levels = kde_vartypes(space)
     from nasalloc.simulator.schedulers.roundtrip import round_trip_vectors
 
@@ -260,3 +260,22 @@ def test_nearest_breaks_ties_by_table_order_across_patterns():
     queries = round_trip_vectors(space, raw.astype(float))
     exact = vector_distances(table.vectors, queries, vartypes, levels)
     np.testing.assert_array_equal(table.nearest(queries), exact.argmin(axis=1))
+
+
+def test_distance_features_multiply_to_the_squared_elementwise_distance():
+    """Every mix of active and inactive dimensions, numeric, ordinal and categorical: the
+    product of query and row features is vector_distances squared."""
+    from nasalloc.simulator.schedulers.sampling import distance_features, kde_vartypes, vector_distances
+
+    space = conditional_space()
+    space.add([CS.OrdinalHyperparameter("depth", [2, 4, 8, 16]), CS.Categorical("act", ["relu", "tanh"])])
+    space.add([CS.EqualsCondition(space["depth"], space["opt"], "adam"),
+               CS.EqualsCondition(space["act"], space["opt"], "rms")])
+    rng = np.random.default_rng(2)
+    rows = np.array([TableSource(space, [SpaceSource(space).sample(rng)]).vectors[0] for _ in range(60)])
+    vartypes, levels = kde_vartypes(space)
+    queries = rows[rng.permutation(60)[:40]].copy()
+    queries[:, levels == 0] += rng.normal(0, 0.05, queries[:, levels == 0].shape)
+    products = distance_features(queries, vartypes, levels, "query") @ distance_features(rows, vartypes, levels, "row").T
+    np.testing.assert_allclose(products, vector_distances(rows, queries, vartypes, levels) ** 2, atol=1e-12)
+    assert len(np.unique(np.isnan(rows), axis=0)) == 3
