@@ -31,7 +31,7 @@ from nasalloc.errors import UserError
 
 from .common import SeedLike, check_count, jfloat, ufloat
 from .hyperband import HyperBand
-from .kde import NormalReferenceKDE, kde_pdf, row_pdf, truncated_normal
+from .kde import NormalReferenceKDE, kde_pdf, pair_row_pdf, truncated_normal
 from .roundtrip import round_trip_vectors
 from .sampling import ROW_KEY, config_to_vector, kde_vartypes, vector_to_config
 
@@ -211,8 +211,8 @@ class BOHB(HyperBand):
                 queries = round_trip_vectors(self.space, candidates)
             rows = np.atleast_1d(self.source.nearest(queries))
         with np.errstate(all="ignore"):
-            if rows is not None:  # densities of table rows, each computed once per KDE
-                g, b = row_pdf(good, self.source, rows), row_pdf(bad, self.source, rows)
+            if rows is not None:  # densities of table rows, each computed once per KDE pair
+                g, b = pair_row_pdf(good, bad, self.source, rows)
             else:
                 scoring = np.nan_to_num(candidates, nan=0.0)  # inactive dims: any value, equal for all
                 g, b = kde_pdf(good, scoring), kde_pdf(bad, scoring)

@@ -33,53 +33,83 @@ def kde_pdf(kde, points: np.ndarray) -> np.ndarray:
     computed once (a KDE's data never changes, a refit makes a new one).
     tests/simulator/test_bohb.py checks agreement with statsmodels.
     """
-    return _pdf(_kernel_prep(kde), np.atleast_2d(np.asarray(points, dtype=float)))
-
-
-def _pdf(prep: dict, points: np.ndarray) -> np.ndarray:
-    """kde_pdf on the KDE's constants (points: (k, d) floats)."""
-    data = prep["data"]
-    kernels = np.empty((data.shape[1], points.shape[0], data.shape[0]))
-    with np.errstate(all="ignore"):
-        cont = prep["c"]
-        if cont.size:  # gaussian: (xi - x) ** 2 / (h ** 2 * 2.0), per dimension's own h
-            diff = prep["data_c"][:, None, :] - points[:, cont].T[:, :, None]
-            kernels[cont] = _GAUSS * np.exp(-(diff ** 2) / prep["denom_c"][:, None, None])
-        unordered = prep["u"]
-        if unordered.size:
-            same = prep["data_u"][:, None, :] == points[:, unordered].T[:, :, None]
-            kernels[unordered] = np.where(same, prep["same_u"][:, None, None], prep["other_u"][:, None, None])
-        for dim in prep["o"]:
-            xi, x, h = data[:, dim][None, :], points[:, dim][:, None], prep["bw"][dim]
-            kernels[dim] = np.where(xi == x, 1 - h, 0.5 * (1 - h) * h ** np.abs(xi - x))
-        values = np.multiply.reduce(kernels, axis=0)  # in dimension order, one product at a time
-        return (values / prep["bw_prod"]).sum(axis=1) / data.shape[0]
+    return _joint_pdf(_joint_prep((kde,)), np.atleast_2d(np.asarray(points, dtype=float)))[0]
 
 
 _GAUSS = 1.0 / np.sqrt(2 * np.pi)
 
 
-def row_pdf(kde, source, rows) -> np.ndarray:
-    """``kde_pdf(kde, scoring)`` for the table rows ``rows`` (inactive dimensions as 0), each
-    row's density computed once per KDE and kept on it: a candidate snapped to a row scores as
-    that row, and a KDE pair serves several proposals whose 64 candidates share rows. The
-    density of a point does not depend on which other points are evaluated with it (one
-    row of independent kernel products, summed alone), so the floats are those of one call
-    on all the candidates."""
-    prep = _kernel_prep(kde)  # a new bw or data makes a new prep, and so forgets the rows
-    cache = kde.__dict__.get("_nasalloc_rows")
-    if cache is None or cache[0] is not source or cache[1] is not prep:
-        cache = (source, prep, np.zeros(len(source)), np.zeros(len(source), dtype=bool))
-        kde.__dict__["_nasalloc_rows"] = cache
-    _, _, densities, known = cache
+def pair_row_pdf(good, bad, source, rows) -> tuple:
+    """``kde_pdf(good, scoring)`` and ``kde_pdf(bad, scoring)`` for the table rows ``rows``
+    (inactive dimensions as 0), both KDEs in one pass over their data side by side, each row's
+    two densities computed once per pair and kept: a candidate snapped to a row scores as that
+    row, and a pair serves several proposals whose 64 candidates share rows.
+
+    The floats are those of kde_pdf on each KDE alone: every kernel value is computed from the
+    same numbers by the same elementwise operation (a KDE's constants repeated along its own
+    data), the product over dimensions is elementwise, and each KDE's columns are divided and
+    summed as a contiguous array of their own; a point's density does not depend on which
+    other points are evaluated with it."""
+    joint = _joint_prep((good, bad))  # a refit makes new KDEs, and so forgets the rows
+    cache = joint.get("rows")
+    if cache is None or cache[0] is not source:
+        cache = joint["rows"] = (source, np.zeros((2, len(source))), np.zeros(len(source), dtype=bool))
+    _, densities, known = cache
     rows = np.asarray(rows, dtype=np.int64)
     wanted = np.zeros(len(known), dtype=bool)
     wanted[rows] = True
     missing = np.flatnonzero(wanted & ~known)  # np.unique of the unknown rows, without its sort
     if missing.size:
-        densities[missing] = _pdf(prep, _zeroed_vectors(source)[missing])
+        densities[:, missing] = _joint_pdf(joint, _zeroed_vectors(source)[missing])
         known[missing] = True
-    return densities[rows]
+    return densities[0, rows], densities[1, rows]
+
+
+def _joint_prep(kdes: tuple) -> dict:
+    """The KDEs' constants along their concatenated data (in the order given; all of one
+    var_type), kept on the first KDE for these others."""
+    preps = tuple(_kernel_prep(kde) for kde in kdes)
+    kept = kdes[0].__dict__.setdefault("_nasalloc_joint", {})  # by how many KDEs: alone, or in a pair
+    joint = kept.get(len(kdes))
+    if joint is not None and all(a is b for a, b in zip(joint["preps"], preps)):
+        return joint
+    sizes = [prep["data"].shape[0] for prep in preps]
+
+    def along(key):  # per dimension, each KDE's constant repeated over its own data
+        return np.hstack([np.repeat(prep[key][:, None], n, axis=1) for prep, n in zip(preps, sizes)])
+
+    first = preps[0]
+    joint = {"preps": preps, "ends": np.cumsum([0] + sizes).tolist(), "c": first["c"], "u": first["u"],
+             "o": first["o"], "data_c": np.hstack([prep["data_c"] for prep in preps]), "minus_denom_c": -along("denom_c"),
+             "data_u": np.hstack([prep["data_u"] for prep in preps]), "same_u": along("same_u"),
+             "other_u": along("other_u")}
+    kept[len(kdes)] = joint
+    return joint
+
+
+def _joint_pdf(joint: dict, points: np.ndarray) -> np.ndarray:
+    """(KDEs, points) densities under each KDE of _joint_prep."""
+    preps, ends = joint["preps"], joint["ends"]
+    kernels = np.empty((preps[0]["data"].shape[1], points.shape[0], ends[-1]))
+    with np.errstate(all="ignore"):
+        cont = joint["c"]
+        if cont.size:  # gaussian: exp(-(xi - x) ** 2 / (h ** 2 * 2.0)), per dimension's own h, in place
+            diff = joint["data_c"][:, None, :] - points[:, cont].T[:, :, None]
+            np.square(diff, out=diff)
+            np.divide(diff, joint["minus_denom_c"][:, None, :], out=diff)  # -(a) / b is a / (-b)
+            np.exp(diff, out=diff)
+            kernels[cont] = np.multiply(diff, _GAUSS, out=diff)
+        unordered = joint["u"]
+        if unordered.size:
+            same = joint["data_u"][:, None, :] == points[:, unordered].T[:, :, None]
+            kernels[unordered] = np.where(same, joint["same_u"][:, None, :], joint["other_u"][:, None, :])
+        for dim in joint["o"]:  # each KDE's own scalar bandwidth
+            for prep, start, end in zip(preps, ends, ends[1:]):
+                xi, x, h = prep["data"][:, dim][None, :], points[:, dim][:, None], prep["bw"][dim]
+                kernels[dim][:, start:end] = np.where(xi == x, 1 - h, 0.5 * (1 - h) * h ** np.abs(xi - x))
+        values = np.multiply.reduce(kernels, axis=0)  # in dimension order, one product at a time
+        return np.vstack([(values[:, start:end] / prep["bw_prod"]).sum(axis=1) / (end - start)
+                          for prep, start, end in zip(preps, ends, ends[1:])])
 
 
 def _zeroed_vectors(source) -> np.ndarray:

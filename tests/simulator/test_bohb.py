@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from nasalloc.simulator.schedulers import BOHB, SpaceSource, TableSource, make_scheduler
-from nasalloc.simulator.schedulers.bohb import NormalReferenceKDE, kde_pdf, row_pdf
+from nasalloc.simulator.schedulers.bohb import NormalReferenceKDE, kde_pdf, pair_row_pdf
+from nasalloc.simulator.schedulers.sampling import kde_vartypes
 from nasalloc.simulator.schedulers.fakeclock import FakeClock
 
 OPTIMUM = np.array([0.25, 0.7])
@@ -71,20 +72,26 @@ def test_normal_reference_kde_has_statsmodels_bandwidths_to_the_last_bit():
 
 
 def test_row_densities_are_the_floats_of_one_call_on_all_candidates():
-    """row_pdf keeps each row's density on the KDE; whichever rows came before, a row's
-    density is the float kde_pdf gives it among any other points (no tolerance)."""
+    """pair_row_pdf evaluates a good and a bad KDE side by side and keeps each row's
+    densities on the pair; whichever rows came before, a row's densities are the floats
+    kde_pdf gives it under each KDE alone among any other points (no tolerance)."""
     space = CS.ConfigurationSpace()
-    space.add([CS.Float("x", (0.0, 1.0)), CS.Categorical("c", ["a", "b", "c"]), CS.Float("y", (0.0, 1.0))])
+    space.add([CS.Float("x", (0.0, 1.0)), CS.Categorical("c", ["a", "b", "c"]), CS.Float("y", (0.0, 1.0)),
+               CS.OrdinalHyperparameter("o", [1, 2, 4, 8])])
     rng = np.random.default_rng(2)
-    configs = [{"x": float(rng.random()), "c": str(rng.choice(["a", "b", "c"])), "y": float(rng.random())}
-               for _ in range(40)]
+    configs = [{"x": float(rng.random()), "c": str(rng.choice(["a", "b", "c"])), "y": float(rng.random()),
+                "o": int(rng.choice([1, 2, 4, 8]))} for _ in range(40)]
     table = TableSource(space, configs)
-    kde = NormalReferenceKDE(table.vectors[rng.integers(0, 40, 15)], "cuc")
-    kde.bw = np.clip(kde.bw, 1e-3, None)
+    vartypes, _ = kde_vartypes(space)
+    assert sorted(vartypes) == ["c", "c", "o", "u"]
+    good, bad = (NormalReferenceKDE(table.vectors[rng.integers(0, 40, n)], vartypes) for n in (15, 31))
+    for kde in (good, bad):
+        kde.bw = np.clip(kde.bw, 1e-3, None)
     for _ in range(5):
         rows = rng.integers(0, 40, 64)
-        expected = kde_pdf(kde, table.vectors[rows])
-        assert row_pdf(kde, table, rows).tobytes() == expected.tobytes()
+        densities = pair_row_pdf(good, bad, table, rows)
+        for kde, got in zip((good, bad), densities):
+            assert got.tobytes() == kde_pdf(kde, table.vectors[rows]).tobytes()
 
 
 def test_suggestions_concentrate_near_the_optimum():
