@@ -51,6 +51,8 @@ class BOHB(HyperBand):
                          pending=pending)
         self.space = source.space
         self.vartypes, self.levels = kde_vartypes(self.space)
+        categorical = np.flatnonzero(self.levels > 0)
+        self._kinds = (np.flatnonzero(self.levels == 0), categorical, self.levels[categorical].tolist())
         dim = len(self.levels)
         if min_points_in_model is None:
             min_points_in_model = dim + 1
@@ -73,6 +75,7 @@ class BOHB(HyperBand):
         self._impute_seed = int(self._rng.integers(0, 2**31 - 1))
         self._observations: dict[int, list[tuple[np.ndarray, float]]] = {}
         self._kdes: dict[int, tuple] = {}  # budget -> (good, bad); dropped when data changes
+        self._stacks: dict[int, tuple] = {}  # budget -> observations as arrays (see _stacked)
         self._vectors: dict[int, np.ndarray] = {}  # trial -> config vector (cache)
         self.model_based_picks = 0
 
@@ -122,8 +125,7 @@ class BOHB(HyperBand):
     def _kde_pair(self, budget: int) -> tuple:
         if budget not in self._kdes:
             data = self._observations[budget]
-            vectors = np.array([v for v, _ in data])
-            losses = np.array([loss for _, loss in data])
+            vectors, losses = self._stacked(budget)
             order = np.argsort(losses, kind="stable")
             n_good, n_bad = self._split_sizes(len(data))
             rng = np.random.default_rng([self._impute_seed, budget, len(data)])
@@ -131,9 +133,25 @@ class BOHB(HyperBand):
             bad = self._impute(vectors[order[n_good:n_good + n_bad]], rng)
             kdes = [NormalReferenceKDE(d, self.vartypes) for d in (good, bad)]
             for kde in kdes:
-                kde.bw = np.clip(kde.bw, self.min_bandwidth, None)
+                kde.bw = np.maximum(kde.bw, self.min_bandwidth)  # np.clip's answer (bandwidths are >= +0)
             self._kdes[budget] = tuple(kdes)
         return self._kdes[budget]
+
+    def _stacked(self, budget: int) -> tuple:
+        """A budget's observations as (vectors, losses) arrays, kept and grown as results come
+        (the list in _observations is the state; these catch up with it)."""
+        data = self._observations[budget]
+        vectors, losses, count = self._stacks.get(budget, (None, None, 0))
+        if vectors is None or count > len(data):
+            vectors, losses, count = np.empty((max(64, len(data)), len(self.levels))), np.empty(max(64, len(data))), 0
+        if len(data) > len(losses):
+            capacity = max(2 * len(losses), len(data))
+            vectors = np.concatenate([vectors[:count], np.empty((capacity - count, vectors.shape[1]))])
+            losses = np.concatenate([losses[:count], np.empty(capacity - count)])
+        for i in range(count, len(data)):
+            vectors[i], losses[i] = data[i]
+        self._stacks[budget] = (vectors, losses, len(data))
+        return vectors[:len(data)], losses[:len(data)]
 
     def _impute(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """HpBandSter's rule for inactive (NaN) values: copy them from a random row where the
@@ -175,24 +193,20 @@ class BOHB(HyperBand):
         The pools are worked out on each row's pattern of missing dimensions as one integer."""
         if missing_rows.shape[1] > 62 or np.isinf(rows).any():
             return None  # patterns do not fit an integer; an infinite value is no donor, yet not missing
-        codes = (missing_rows @ np.left_shift(1, np.arange(missing_rows.shape[1]), dtype=np.int64)).tolist()
-        pools: dict = {}
-        incomplete, sizes, pool_of = [], [], []
-        for i, code in enumerate(codes):
-            if not code:
-                continue
-            pool = pools.get(code)
-            if pool is None:
-                first = (code & -code).bit_length() - 1  # the row's first missing dimension
-                pool = [j for j, other in enumerate(codes) if not other >> first & 1]
-                if not pool or any(codes[j] & code for j in pool):
-                    return None  # no donor, or a donor that leaves a dimension missing
-                pools[code] = pool
-            incomplete.append(i)
-            sizes.append(len(pool))
-            pool_of.append(pool)
-        picks = rng.integers(0, np.array(sizes, dtype=np.int64)).tolist()
-        donors = [pool[k] for pool, k in zip(pool_of, picks)]
+        codes = missing_rows @ np.left_shift(1, np.arange(missing_rows.shape[1]), dtype=np.int64)
+        incomplete = np.flatnonzero(codes)
+        patterns = sorted(set(codes[incomplete].tolist()))  # a few: np.unique's sort costs more
+        group = np.searchsorted(np.array(patterns, dtype=np.int64), codes[incomplete])
+        pools = []
+        for code in patterns:
+            first = (code & -code).bit_length() - 1  # the rows' first missing dimension
+            pool = np.flatnonzero(~missing_rows[:, first])
+            if not pool.size or (codes[pool] & code).any():
+                return None  # no donor, or a donor that leaves a dimension missing
+            pools.append(pool)
+        sizes = np.array([pool.size for pool in pools], dtype=np.int64)
+        starts = np.cumsum(sizes) - sizes
+        donors = np.concatenate(pools)[starts[group] + rng.integers(0, sizes[group])]
         out = rows.copy()
         out[incomplete] = np.where(missing_rows[incomplete], rows[donors], rows[incomplete])
         return out
@@ -242,15 +256,12 @@ class BOHB(HyperBand):
         count = self.num_samples
         picks = data[self._rng.integers(0, data.shape[0], count)]
         out = np.empty_like(picks)
-        numeric = self.levels == 0
-        if numeric.any():
-            mean = picks[:, numeric]
-            scale = np.broadcast_to(bw[numeric] * self.bandwidth_factor, mean.shape)
-            out[:, numeric] = truncated_normal(self._rng, mean, scale)
-        categorical = np.flatnonzero(~numeric)
+        numeric, categorical, levels = self._kinds
+        if numeric.size:
+            out[:, numeric] = truncated_normal(self._rng, picks[:, numeric], bw[numeric] * self.bandwidth_factor)
         if categorical.size:  # the draws dimension by dimension (their order is the stream's), then one where
             draws = np.empty((2, categorical.size, count))
-            for k, levels in enumerate(self.levels[categorical].tolist()):
+            for k, levels in enumerate(levels):
                 self._rng.random(count, out=draws[0, k])
                 draws[1, k] = self._rng.integers(0, levels, count)
             keep = draws[0] < (1 - bw[categorical])[:, None]
@@ -277,6 +288,7 @@ class BOHB(HyperBand):
             int(b): [(np.array([ufloat(x) for x in v]), ufloat(loss)) for v, loss in obs]
             for b, obs in data["observations"].items()}
         self._kdes = {}
+        self._stacks = {}
         self._vectors = {}
 
 

@@ -7,15 +7,14 @@ the proposals are those of the code before).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from scipy.special import ndtr, ndtri
 
 
 def truncated_normal(rng: np.random.Generator, mean: np.ndarray, scale: np.ndarray):
     """Draws of N(mean, scale) truncated to [0, 1], by inverting the CDF (what scipy's
-    truncnorm.rvs does, ~20x faster per call here); the interval always holds the mean."""
+    truncnorm.rvs does, ~20x faster per call here); the interval always holds the mean.
+    ``scale`` broadcasts against ``mean`` (one per column, say); the draws have mean's shape."""
     low, high = ndtr(-mean / scale), ndtr((1 - mean) / scale)
     u = low + rng.random(np.shape(mean)) * (high - low)
     return np.clip(mean + scale * ndtri(u), 0.0, 1.0)
@@ -137,8 +136,7 @@ class NormalReferenceKDE:
         self.nobs = self.data.shape[0]
         if self.nobs <= self.k_vars:
             raise ValueError("The number of observations must be larger than the number of variables.")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with np.errstate(all="ignore"):  # (nobs > k_vars: std's degrees-of-freedom warning cannot come)
             self.bw = 1.06 * np.std(self.data, axis=0) * self.nobs ** (-1.0 / (4 + self.data.shape[1]))
 
 
