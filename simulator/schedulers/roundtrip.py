@@ -155,6 +155,8 @@ class _UnitScalers:
         # ConfigSpace's scale/normalize bounds: (log(lower), log(upper)) or (lower, upper)
         self.start = np.where(self.log, log_low, low)
         self.span = np.where(self.log, log_high - log_low, high - low)
+        self._log_columns, self._integer_columns = np.flatnonzero(self.log), np.flatnonzero(self.integer)
+        self._real_columns = np.flatnonzero(~self.integer)
 
     @classmethod
     def for_space(cls, hps: list):
@@ -194,10 +196,9 @@ class _UnitScalers:
         with np.errstate(all="ignore"):
             scaled = block * self.span + self.start
             value = scaled.copy()
-            log = np.flatnonzero(self.log)
+            log, integer, real = self._log_columns, self._integer_columns, self._real_columns
             if log.size:
                 value[:, log] = np.exp(scaled[:, log])
-            integer, real = np.flatnonzero(self.integer), np.flatnonzero(~self.integer)
             if integer.size:
                 value[:, integer] = value[:, integer].round()
             if real.size:
