@@ -47,8 +47,6 @@ from .task import RunResult, SplitTask, Stopper, trial_seed  # noqa: F401  (re-e
 # (measured in the closed loop: pause tails of 0.14-0.24 s against a 0.008 s save).
 SELECT_TIMEOUT_S = 0.02
 ROW_KEY = "_row"
-#: when the last runner of this process ended (unix time): a later split's allocation begins there
-_process_free_since: Optional[float] = None
 
 
 @dataclass
@@ -198,10 +196,10 @@ class Runner:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, resume: bool = False) -> RunResult:
-        global _process_free_since
         from .state import process_age_s
 
-        began_unix = _process_free_since or time.time() - process_age_s()
+        # a later split of the same command (the same stopper) begins where the last one ended
+        began_unix = self.stopper.free_since or time.time() - process_age_s()
         try:
             self._open(resume)
             if self.state.finished:
@@ -231,8 +229,8 @@ class Runner:
                     self._reap()
             self.state.finished = not reason
             self.state.ended = reason or "finished"
-            _process_free_since = time.time()
-            self.state.allocations.append({**allocation, "ended_unix": round(_process_free_since, 3),
+            self.stopper.free_since = time.time()
+            self.state.allocations.append({**allocation, "ended_unix": round(self.stopper.free_since, 3),
                                            "ended": self.state.ended})
             self._save()
             self.progress.note(f"{self.state.ended} after {self.now():.1f}s")

@@ -65,13 +65,16 @@ def trial_seed(split_seed: int, trial_id: int) -> int:
 
 class Stopper:
     """Whether to stop launching: set by a signal handler, or a wall-clock deadline
-    ``time_limit_s`` after a start ``elapsed_s`` ago (validate: its process's start)."""
+    ``time_limit_s`` after a start ``elapsed_s`` ago (validate: its process's start). One
+    stopper is the allocation the splits of one command share: ``free_since`` is when its last
+    split ended (unix time), where the next split's allocation time begins."""
 
     def __init__(self, time_limit_s: Optional[float] = None, elapsed_s: float = 0.0):
         self.deadline = (None if time_limit_s is None
                          else time.monotonic() - float(elapsed_s) + float(time_limit_s))
         self.reason: Optional[str] = None
         self.exit_code = 0
+        self.free_since: Optional[float] = None
 
     def request(self, reason: str, exit_code: int) -> None:
         if self.reason is None:

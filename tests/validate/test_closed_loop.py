@@ -34,6 +34,12 @@ def test_validate_runs_best_and_worst_and_reports_predicted_against_measured(clo
 
     assert report["complete"] is True
     rows = report["splits"]
+    # one command, one allocation: each split's allocation time begins where the one before ended
+    allocations = sorted((json.loads((out / f"{r['algorithm']}_g{r['gpus_per_trial']:g}" / "state.json").read_text())
+                          ["allocations"][0] for r in rows), key=lambda a: a["began_unix"])
+    assert allocations[0]["began_unix"] < allocations[0]["ready_unix"]
+    for before, after in zip(allocations, allocations[1:]):
+        assert after["began_unix"] == before["ended_unix"]
     assert sorted((r["algorithm"], r["which"]) for r in rows) == sorted(
         (a, w) for a in ("hyperband", "asha") for w in ("best", "worst"))
     for row in rows:
