@@ -225,20 +225,20 @@ def main() -> None:
         print("  (x bare SimPy: engine seconds / seconds of a bare SimPy loop of as many events as the "
               "epoch-by-epoch path processes; epoch-path/fast and before/fast: how many times longer those take)")
         if not args.no_sweep:  # whole commands, now and before alternately, the quickest of each kept
-            now, before = None, None
+            nows, befores = [], []
             for _ in range(args.repeats):
-                run = default_sweep(args.jobs)
-                now = run if now is None or run[0] < now[0] else now
-                run = default_sweep(args.jobs, old.root)
-                before = run if before is None or run[0] < before[0] else before
-            elapsed, cpu, epochs, runs = now
-            before = dict(zip(("wall", "cpu", "epochs", "runs"), before))
+                nows.append(default_sweep(args.jobs))
+                befores.append(default_sweep(args.jobs, old.root))
+            elapsed, cpu, epochs, runs = min(nows)
+            before = dict(zip(("wall", "cpu", "epochs", "runs"), min(befores)))
             verdict = "PASS" if elapsed < 4 else f"FAIL by {elapsed / 4:.1f}x"
             print(f"default sweep `nasalloc simulate --budget 64` (--jobs {args.jobs}): {runs} runs, {epochs:,} "
                   f"trial-epochs in {elapsed:.1f} s wall ({cpu:.1f} s CPU, all processes) -> "
                   f"{epochs / elapsed:,.0f} trial-epochs/s [{verdict}: target < 4 s on 2 cores]")
             print(f"  before ({args.base}): {before['runs']} runs, {before['epochs']:,} trial-epochs in "
                   f"{before['wall']:.1f} s wall ({before['cpu']:.1f} s CPU) -> {before['wall'] / elapsed:.2f}x the time now")
+            print(f"  every run, alternately (wall s): now {', '.join(f'{r[0]:.1f}' for r in nows)}; "
+                  f"before {', '.join(f'{r[0]:.1f}' for r in befores)}")
             print(f"  load average now {os.getloadavg()[0]:.1f} (2 cores shared: wall times depend on the neighbours)")
         old.close()
 
