@@ -16,6 +16,7 @@
    Target: under 4 s of wall time with 2 jobs.
 
     python bench/bench_simulate.py [--jobs N] [--base REV] [--slots 4,16,64,1024] [--no-sweep]
+                                   [--free-proposals]
 """
 
 from __future__ import annotations
@@ -155,16 +156,25 @@ def _worker(root: str) -> None:
 
 
 # -- the default sweep ---------------------------------------------------------------------------
-def default_sweep(jobs: int, root: str = None) -> tuple:
+# BOHB proposing at no cost: a random config each time (its model still consulted, as a real
+# proposal's first step), everything else unchanged. A bound, not a search anyone would run.
+FREE_PROPOSALS = ("import nasalloc.simulator.schedulers.bohb as bohb; "
+                  "bohb.BOHB._new_config = lambda self: (self.model_budget(), "
+                  "self.source.sample(self._rng, self._source_state))[1]; ")
+
+
+def default_sweep(jobs: int, root: str = None, prelude: str = "") -> tuple:
     """``nasalloc simulate --budget 64 --jobs N`` as a user runs it: a fresh process (interpreter
-    start and imports included), of the code at ``root`` (through _shim) or the installed one.
-    Its wall seconds, CPU seconds (it and its workers), trial-epochs and runs."""
+    start and imports included), of the code at ``root`` (through _shim) or the installed one,
+    after ``prelude`` (Python). Its wall seconds, CPU seconds (it and its workers), trial-epochs
+    and runs."""
     import csv
 
     with tempfile.TemporaryDirectory() as out:
         args = ["simulate", "--budget", "64", "--out", out, "--jobs", str(jobs), "--quiet"]
         shim = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import bench_simulate; bench_simulate._shim({root!r}); " \
             if root else ""
+        shim += prelude
         began, cpu_began = time.perf_counter(), _cpu_seconds()
         subprocess.run([sys.executable, "-c", f"{shim}from nasalloc.cli import main; main({args!r})"], check=True,
                        cwd=root or ROOT, stdout=subprocess.DEVNULL)
@@ -188,6 +198,9 @@ def main() -> None:
                         help="git revision of the code before [default: where this branch left main]")
     parser.add_argument("--slots", default="4,16,64,1024")
     parser.add_argument("--no-sweep", action="store_true", help="skip the default sweep")
+    parser.add_argument("--free-proposals", action="store_true",
+                        help="also time the default sweep with BOHB's proposals replaced by random draws "
+                             "(what cheaper proposals could give at most)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each case, best kept (1 at 1,024 slots)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,10 +238,12 @@ def main() -> None:
         print("  (x bare SimPy: engine seconds / seconds of a bare SimPy loop of as many events as the "
               "epoch-by-epoch path processes; epoch-path/fast and before/fast: how many times longer those take)")
         if not args.no_sweep:  # whole commands, now and before alternately, the quickest of each kept
-            nows, befores = [], []
+            nows, befores, frees = [], [], []
             for _ in range(args.repeats):
                 nows.append(default_sweep(args.jobs))
                 befores.append(default_sweep(args.jobs, old.root))
+                if args.free_proposals:
+                    frees.append(default_sweep(args.jobs, prelude=FREE_PROPOSALS))
             elapsed, cpu, epochs, runs = min(nows)
             before = dict(zip(("wall", "cpu", "epochs", "runs"), min(befores)))
             verdict = "PASS" if elapsed < 4 else f"FAIL by {elapsed / 4:.1f}x"
@@ -239,6 +254,11 @@ def main() -> None:
                   f"{before['wall']:.1f} s wall ({before['cpu']:.1f} s CPU) -> {before['wall'] / elapsed:.2f}x the time now")
             print(f"  every run, alternately (wall s): now {', '.join(f'{r[0]:.1f}' for r in nows)}; "
                   f"before {', '.join(f'{r[0]:.1f}' for r in befores)}")
+            if frees:
+                free = min(frees)
+                print(f"  with BOHB's proposals free (random configs, the rest unchanged): {free[0]:.1f} s wall "
+                      f"({free[1]:.1f} s CPU) -> {free[0] / elapsed:.2f}x the time now "
+                      f"(every run: {', '.join(f'{r[0]:.1f}' for r in frees)})")
             print(f"  load average now {os.getloadavg()[0]:.1f} (2 cores shared: wall times depend on the neighbours)")
         old.close()
 
