@@ -31,7 +31,7 @@ from nasalloc.errors import UserError
 
 from .common import SeedLike, check_count, jfloat, ufloat
 from .hyperband import HyperBand
-from .kde import NormalReferenceKDE, kde_pdf, pair_row_pdf, truncated_normal
+from .kde import NormalReferenceKDE, kde_pdf, pair_pdf, pair_row_pdf, truncated_normal
 from .roundtrip import round_trip_vectors
 from .sampling import ROW_KEY, config_to_vector, kde_vartypes, vector_to_config
 
@@ -229,7 +229,7 @@ class BOHB(HyperBand):
                 g, b = pair_row_pdf(good, bad, self.source, rows)
             else:
                 scoring = np.nan_to_num(candidates, nan=0.0)  # inactive dims: any value, equal for all
-                g, b = kde_pdf(good, scoring), kde_pdf(bad, scoring)
+                g, b = pair_pdf(good, bad, scoring)
             ratio = np.maximum(b, 1e-32) / np.maximum(g, 1e-32)
         # HpBandSter takes the first candidate whose ratio is not finite while good(x) is (a
         # categorical value the bad KDE never saw); otherwise the smallest ratio.
@@ -261,9 +261,9 @@ class BOHB(HyperBand):
             out[:, numeric] = truncated_normal(self._rng, picks[:, numeric], bw[numeric] * self.bandwidth_factor)
         if categorical.size:  # the draws dimension by dimension (their order is the stream's), then one where
             draws = np.empty((2, categorical.size, count))
-            for k, levels in enumerate(levels):
+            for k, choices in enumerate(levels):
                 self._rng.random(count, out=draws[0, k])
-                draws[1, k] = self._rng.integers(0, levels, count)
+                draws[1, k] = self._rng.integers(0, choices, count)
             keep = draws[0] < (1 - bw[categorical])[:, None]
             out[:, categorical] = np.where(keep, np.floor(picks[:, categorical]).T, draws[1]).T
         return out

@@ -38,6 +38,12 @@ def kde_pdf(kde, points: np.ndarray) -> np.ndarray:
 _GAUSS = 1.0 / np.sqrt(2 * np.pi)
 
 
+def pair_pdf(good, bad, points: np.ndarray) -> tuple:
+    """``kde_pdf(good, points)`` and ``kde_pdf(bad, points)`` in one pass (see pair_row_pdf)."""
+    good_density, bad_density = _joint_pdf(_joint_prep((good, bad)), np.atleast_2d(np.asarray(points, dtype=float)))
+    return good_density, bad_density
+
+
 def pair_row_pdf(good, bad, source, rows) -> tuple:
     """``kde_pdf(good, scoring)`` and ``kde_pdf(bad, scoring)`` for the table rows ``rows``
     (inactive dimensions as 0), both KDEs in one pass over their data side by side, each row's

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nasalloc.simulator.schedulers import BOHB, SpaceSource, TableSource, make_scheduler
-from nasalloc.simulator.schedulers.bohb import NormalReferenceKDE, kde_pdf, pair_row_pdf
+from nasalloc.simulator.schedulers.bohb import NormalReferenceKDE, kde_pdf, pair_pdf, pair_row_pdf
 from nasalloc.simulator.schedulers.sampling import kde_vartypes
 from nasalloc.simulator.schedulers.fakeclock import FakeClock
 
@@ -92,6 +92,10 @@ def test_row_densities_are_the_floats_of_one_call_on_all_candidates():
         densities = pair_row_pdf(good, bad, table, rows)
         for kde, got in zip((good, bad), densities):
             assert got.tobytes() == kde_pdf(kde, table.vectors[rows]).tobytes()
+    points = table.vectors[rng.integers(0, 40, 30)]
+    points[:, [0, 2]] = rng.random((30, 2))  # not table rows: the search-space path
+    for kde, got in zip((good, bad), pair_pdf(good, bad, points)):
+        assert got.tobytes() == kde_pdf(kde, points).tobytes()
 
 
 def test_suggestions_concentrate_near_the_optimum():
