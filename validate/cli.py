@@ -85,7 +85,9 @@ def validate(plan_path, algorithms, which, policy, executor_name, out, resume, t
     restarts = {"checkpoint_every": checkpoint_every, "max_restarts": max_restarts}
     if executor_name == "ray" and (checkpoint_every or max_restarts):
         # Ray Tune checkpoints and restarts trials by its own rules: these would be ignored
-        raise UserError("--checkpoint-every and --max-restarts are the local and slurm executors' rules; "
+        given = " ".join(f"{flag} {value}" for flag, value in (("--checkpoint-every", checkpoint_every),
+                                                                  ("--max-restarts", max_restarts)) if value)
+        raise UserError(f"{given}: the local and slurm executors' rules; "
                         "--executor ray leaves checkpoints and restarts to Ray Tune")
     if not 1 <= repeats <= MAX_REPEATS:
         raise UserError(f"--repeats {repeats!r} must be a whole number from 1 to {MAX_REPEATS}")

@@ -59,8 +59,8 @@ def _minimal_plan(tmp_path):
     (["--repeats", "0"], "--repeats 0 must be a whole number from 1 to 100"),
     (["--checkpoint-every", "0"], "--checkpoint-every 0"),
     (["--max-restarts", "-2"], "--max-restarts -2"),
-    (["--executor", "ray", "--checkpoint-every", "2"], "--executor ray leaves checkpoints and restarts to Ray Tune"),
-    (["--executor", "ray", "--max-restarts", "1"], "--executor ray leaves checkpoints and restarts to Ray Tune"),
+    (["--executor", "ray", "--checkpoint-every", "2"], "--checkpoint-every 2: the local and slurm executors' rules; --executor ray leaves checkpoints and restarts to Ray Tune"),
+    (["--executor", "ray", "--max-restarts", "1"], "--max-restarts 1: the local and slurm executors' rules; --executor ray leaves checkpoints and restarts to Ray Tune"),
     (["--resume"], "holds no validation to resume"),
     ([], "curves"),  # the plan's curves are gone
 ])
